@@ -1,0 +1,135 @@
+import { cors } from "hono/cors";
+import { bodyLimit } from "hono/body-limit";
+import { requestId } from "hono/request-id";
+import { Server as SocketServer } from "socket.io";
+import { authRouter } from "./auth/auth.index.ts";
+import { createAuthService } from "./auth/auth.service.ts";
+import type { Config } from "./config.ts";
+import { healthRouter } from "./health/health.index.ts";
+import { createRouter } from "./lib/create-router.ts";
+import type { Db } from "./lib/db.ts";
+import { AppError } from "./lib/errors.ts";
+import type { Logger } from "./lib/logger.ts";
+import { createTokenSigner } from "./lib/tokens.ts";
+import { messagesRouter } from "./messages/messages.index.ts";
+import { createMessagesService } from "./messages/messages.service.ts";
+import { errorHandler, notFoundHandler } from "./middleware/error-handler.ts";
+import { refuseWhileDraining } from "./middleware/draining.ts";
+import { requireJsonBody } from "./middleware/json-body.ts";
+import { requireAuth as requireAuthMiddleware } from "./middleware/require-auth.ts";
+import { limitPerIp, resolveClientIp } from "./middleware/client-ip.ts";
+import { auditRouter } from "./audit/audit.index.ts";
+import { createAuditService } from "./audit/audit.service.ts";
+import { allOf, createLimiter } from "./lib/rate-limit.ts";
+import { createAccessGuard } from "./sessions/access-guard.ts";
+import { createAuthenticator } from "./sessions/authenticator.ts";
+import { createRevocations } from "./sessions/revocations.ts";
+import { createSessionsService } from "./sessions/sessions.service.ts";
+import { secureHeaders } from "hono/secure-headers";
+import {
+  authenticateSockets,
+  channelRoom,
+  handleChatEvents,
+  loadSocketChannels,
+  readMarkerNotifier,
+  socketDisconnector,
+  socketMembership,
+  type ChatServer,
+} from "./realtime/realtime.ts";
+import { channelsRouter } from "./channels/channels.index.ts";
+import { createChannelsService } from "./channels/channels.service.ts";
+import { usersRouter } from "./users/users.index.ts";
+import { createUsersService } from "./users/users.service.ts";
+
+export interface AppDeps {
+  config: Config & { JWT_SECRET: string };
+  db: Db;
+  logger: Logger;
+}
+
+/**
+ * Builds the whole service — REST app, Socket.IO server and the services both share —
+ * without opening a port. The entry point serves it; tests call `app.request()` or
+ * serve it on an ephemeral port.
+ */
+export function createApp(deps: AppDeps) {
+  const { config, db, logger } = deps;
+  const io: ChatServer = new SocketServer();
+  const signer = createTokenSigner(config.JWT_SECRET, config.JWT_ACCESS_TTL);
+  const guard = createAccessGuard({ db });
+  const authenticator = createAuthenticator(signer, guard);
+  const revocations = createRevocations({ guard, disconnect: socketDisconnector(io) });
+
+  const channels = createChannelsService({ db, membership: socketMembership(io) });
+  const audit = createAuditService({ db });
+  const sessions = createSessionsService({ db, config, revocations, audit });
+  const services = {
+    audit,
+    channels,
+    sessions,
+    auth: createAuthService({ db, signer, sessions, audit, config }),
+    users: createUsersService({ db, audit, sessions, revocations }),
+    messages: createMessagesService({
+      db,
+      channels,
+      // A committed message goes to the sockets of its channel's members, and nowhere else.
+      publish: (message) => io.to(channelRoom(message.channelId)).emit("message", message),
+      limiter: allOf(
+        createLimiter("messages-burst", config.RATE_LIMIT_MESSAGES_BURST),
+        createLimiter("messages-sustained", config.RATE_LIMIT_MESSAGES_SUSTAINED),
+      ),
+    }),
+  };
+
+  authenticateSockets(io, authenticator);
+  loadSocketChannels(io, db);
+  handleChatEvents(io, { messages: services.messages, authenticator, logger });
+
+  const requireAuth = requireAuthMiddleware(authenticator);
+  const limitAuthPerIp = limitPerIp(createLimiter("auth-ip", config.RATE_LIMIT_AUTH_PER_IP));
+  const lifecycle = { draining: false };
+  const app = createRouter();
+  app.use(requestId({ headerName: "X-Request-Id" }));
+  app.use(secureHeaders());
+  app.use(cors({ origin: corsOrigin(config.CORS_ORIGINS), exposeHeaders: ["Link", "X-Request-Id", "Retry-After"] }));
+  // After the headers above, so a 503 while draining carries them too (and a browser can read it).
+  app.use(refuseWhileDraining(lifecycle));
+  app.use(resolveClientIp(config.TRUST_PROXY));
+  app.use(
+    bodyLimit({
+      maxSize: config.BODY_LIMIT_BYTES,
+      onError: () => {
+        throw new AppError("PAYLOAD_TOO_LARGE", `The body is over the ${config.BODY_LIMIT_BYTES}-byte limit`);
+      },
+    }),
+  );
+  app.use(requireJsonBody);
+  app.onError(errorHandler(logger));
+  app.notFound(notFoundHandler);
+
+  app
+    .route("/", healthRouter({ db }))
+    .route("/", authRouter({ auth: services.auth, requireAuth, limitAuthPerIp }))
+    .route("/", usersRouter({ users: services.users, requireAuth }))
+    .route("/", messagesRouter({ messages: services.messages, requireAuth }))
+    .route("/", auditRouter({ audit, requireAuth }))
+    .route(
+      "/",
+      channelsRouter({
+        channels,
+        messages: services.messages,
+        requireAuth,
+        // Unread counts stay consistent across the user's sockets.
+        onRead: readMarkerNotifier(io),
+      }),
+    );
+
+  return { app, io, services, lifecycle };
+}
+
+export type App = ReturnType<typeof createApp>;
+
+/** `CORS_ORIGINS` as both Hono and Socket.IO take it: a list, or "*" for any origin. */
+export function corsOrigin(origins: string[]): string | string[] {
+  return origins.includes("*") ? "*" : origins;
+}

@@ -1,0 +1,39 @@
+import { z } from "@hono/zod-openapi";
+import { codePoints, storableText, storableTextMessage } from "../lib/schemas.ts";
+import { userSchema, usernameSchema } from "../users/users.schemas.ts";
+
+/** api.md §1: 8–128 characters, NFC so the same password typed on any keyboard matches. */
+export const passwordSchema = z
+  .string()
+  .max(1024, "must be at most 128 characters")
+  .transform((s) => s.normalize("NFC"))
+  .pipe(
+    z
+      .string()
+      .refine((s) => codePoints(s) >= 8 && codePoints(s) <= 128, "must be 8 to 128 characters")
+      .refine(storableText, storableTextMessage),
+  )
+  .openapi({ type: "string", minLength: 8, maxLength: 128, format: "password" });
+
+export const credentialsSchema = z
+  .object({ username: usernameSchema, password: passwordSchema })
+  .openapi("Credentials");
+
+export type Credentials = z.output<typeof credentialsSchema>;
+
+export const authResultSchema = z
+  .object({
+    token: z.string().openapi({ description: "HS256 JWT access token" }),
+    refreshToken: z.string().openapi({ description: "opaque, long-lived; stored server-side only as a hash" }),
+    user: userSchema,
+  })
+  .openapi("AuthResult");
+
+/** An opaque refresh token as issued: base64url, 43 characters for 256 bits. */
+export const refreshBodySchema = z
+  .object({ refreshToken: z.string({ error: "must be a string" }).regex(/^[A-Za-z0-9_-]{16,128}$/, "is not a refresh token") })
+  .openapi("RefreshRequest");
+
+export const tokenPairSchema = z
+  .object({ token: z.string(), refreshToken: z.string() })
+  .openapi("TokenPair");

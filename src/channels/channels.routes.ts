@@ -1,0 +1,87 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { historyQuerySchema, messageSchema } from "../messages/messages.schemas.ts";
+import { errorResponse, jsonBody, jsonContent, protectedResponses, validationResponses } from "../lib/responses.ts";
+import { addMemberSchema, channelIdParamsSchema, channelSchema, createChannelSchema, readMarkerSchema, userIdPathSchema } from "./channels.schemas.ts";
+
+const secured = { security: [{ bearerAuth: [] }], tags: ["channels"] };
+const refusals = {
+  ...validationResponses,
+  ...protectedResponses,
+  403: errorResponse("FORBIDDEN: not allowed for this channel or role"),
+  404: errorResponse("NOT_FOUND: no such channel (or a private one the caller is not in), or no such user"),
+};
+
+export const list = createRoute({
+  ...secured,
+  method: "get",
+  path: "/api/channels",
+  summary: "The caller's channels, with unread counts",
+  responses: { 200: jsonContent(z.array(channelSchema), "Ordered by id"), ...protectedResponses },
+});
+
+export const create = createRoute({
+  ...secured,
+  method: "post",
+  path: "/api/channels",
+  summary: "Create a public or private channel (the creator is its first member)",
+  request: { body: jsonBody(createChannelSchema) },
+  responses: { 201: jsonContent(channelSchema, "The new channel"), ...refusals },
+});
+
+export const join = createRoute({
+  ...secured,
+  method: "post",
+  path: "/api/channels/{id}/join",
+  summary: "Join a public channel",
+  request: { params: channelIdParamsSchema },
+  responses: { 200: jsonContent(channelSchema, "Joined (or already a member)"), ...refusals },
+});
+
+export const leave = createRoute({
+  ...secured,
+  method: "post",
+  path: "/api/channels/{id}/leave",
+  summary: "Leave a channel (not general, not a direct channel)",
+  request: { params: channelIdParamsSchema },
+  responses: { 204: { description: "Left; the caller's sockets stop receiving it at once" }, ...refusals },
+});
+
+export const invite = createRoute({
+  ...secured,
+  method: "post",
+  path: "/api/channels/{id}/members",
+  summary: "Add a member to a private channel (its creator, moderators, admins)",
+  request: { params: channelIdParamsSchema, body: jsonBody(addMemberSchema) },
+  responses: { 200: jsonContent(channelSchema, "The channel"), ...refusals },
+});
+
+export const direct = createRoute({
+  ...secured,
+  method: "post",
+  path: "/api/direct/{userId}",
+  summary: "The one direct channel with a user (created on first use)",
+  request: { params: userIdPathSchema },
+  responses: {
+    200: jsonContent(channelSchema, "The existing direct channel"),
+    201: jsonContent(channelSchema, "Created"),
+    ...refusals,
+  },
+});
+
+export const history = createRoute({
+  ...secured,
+  method: "get",
+  path: "/api/channels/{id}/messages",
+  summary: "A channel's history with before/after cursors (members only)",
+  request: { params: channelIdParamsSchema, query: historyQuerySchema },
+  responses: { 200: jsonContent(z.array(messageSchema), "Newest first, or oldest first with `after`"), ...refusals },
+});
+
+export const read = createRoute({
+  ...secured,
+  method: "post",
+  path: "/api/channels/{id}/read",
+  summary: "Move the caller's read marker (never backwards)",
+  request: { params: channelIdParamsSchema, body: jsonBody(readMarkerSchema) },
+  responses: { 204: { description: "Marked; the caller's other sockets get `channel:read`" }, ...refusals },
+});

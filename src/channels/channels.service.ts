@@ -1,0 +1,148 @@
+import type { Db } from "../lib/db.ts";
+import { isUniqueViolation } from "../lib/db.ts";
+import { AppError } from "../lib/errors.ts";
+import { authorize } from "../lib/policy.ts";
+import type { AuthUser } from "../lib/tokens.ts";
+import type { ChannelView } from "./channels.schemas.ts";
+import { GENERAL_CHANNEL_ID } from "./general.ts";
+
+/** How membership changes reach live sockets (implemented by the realtime layer). */
+export interface MembershipEvents {
+  joined(userId: number, channelId: number): void;
+  left(userId: number, channelId: number): void;
+}
+
+export type ChannelsService = ReturnType<typeof createChannelsService>;
+
+type ChannelRow = { id: number; name: string; kind: "public" | "private" | "direct"; created_at: Date; unread: number };
+
+export function createChannelsService({ db, membership }: { db: Db; membership: MembershipEvents }) {
+  /** The caller's channels with unread counts (others' messages after the read marker). */
+  async function listFor(userId: number, channelId?: number): Promise<ChannelView[]> {
+    const rows = await db.$queryRaw<ChannelRow[]>`
+      SELECT c.id, c.kind::text AS kind, c.created_at,
+        CASE WHEN c.kind = 'direct' THEN coalesce((
+          SELECT u.username FROM channel_members o JOIN users u ON u.id = o.user_id
+          WHERE o.channel_id = c.id AND o.user_id <> ${userId} LIMIT 1), c.name) ELSE c.name END AS name,
+        (SELECT count(*) FROM messages msg
+          WHERE msg.channel_id = c.id AND msg.id > m.last_read_id AND msg.deleted_at IS NULL AND msg.user_id <> ${userId})::int AS unread
+      FROM channel_members m JOIN channels c ON c.id = m.channel_id
+      WHERE m.user_id = ${userId} AND (${channelId ?? null}::int IS NULL OR c.id = ${channelId ?? null}::int)
+      ORDER BY c.id`;
+    return rows.map((r) => ({ id: r.id, name: r.name, kind: r.kind, createdAt: r.created_at.toISOString(), unread: r.unread }));
+  }
+
+  async function view(userId: number, channelId: number): Promise<ChannelView> {
+    const [channel] = await listFor(userId, channelId);
+    if (!channel) throw new AppError("NOT_FOUND", "No such channel");
+    return channel;
+  }
+
+  /**
+   * The channel as `userId` may see it. Private and direct channels one is not in are
+   * NOT_FOUND, like channels that do not exist: their existence is not revealed.
+   */
+  async function findVisible(userId: number, channelId: number) {
+    const channel = await db.channel.findUnique({
+      where: { id: channelId },
+      select: { id: true, kind: true, createdBy: true, members: { where: { userId }, select: { userId: true } } },
+    });
+    const isMember = (channel?.members.length ?? 0) > 0;
+    if (!channel || (channel.kind !== "public" && !isMember)) throw new AppError("NOT_FOUND", "No such channel");
+    return { ...channel, isMember };
+  }
+
+  /** The channel, if `userId` may read and write it: a member (public ones not joined are FORBIDDEN). */
+  async function assertMember(userId: number, channelId: number) {
+    const channel = await findVisible(userId, channelId);
+    if (!channel.isMember) throw new AppError("FORBIDDEN", "Join this channel first");
+    return channel;
+  }
+
+  async function addMember(userId: number, channelId: number): Promise<void> {
+    // Start the read marker at the newest message: a newcomer's unread count starts at zero.
+    const newest = await db.message.findFirst({ where: { channelId }, orderBy: { id: "desc" }, select: { id: true } });
+    await db.channelMember.upsert({
+      where: { channelId_userId: { channelId, userId } },
+      create: { channelId, userId, lastReadId: newest?.id ?? 0 },
+      update: {},
+    });
+    membership.joined(userId, channelId);
+  }
+
+  return {
+    listFor: (user: AuthUser) => listFor(user.id),
+    assertMember,
+
+    async create(user: AuthUser, input: { name: string; kind: "public" | "private" }): Promise<ChannelView> {
+      const channel = await db.channel.create({
+        data: { name: input.name, kind: input.kind, createdBy: user.id, members: { create: { userId: user.id } } },
+      });
+      membership.joined(user.id, channel.id);
+      return view(user.id, channel.id);
+    },
+
+    /** Public channels only; joining twice is harmless. */
+    async join(user: AuthUser, channelId: number): Promise<ChannelView> {
+      const channel = await findVisible(user.id, channelId);
+      if (channel.kind !== "public") throw new AppError("FORBIDDEN", "Private and direct channels are joined by invitation");
+      if (!channel.isMember) await addMember(user.id, channelId);
+      return view(user.id, channelId);
+    },
+
+    async leave(user: AuthUser, channelId: number): Promise<void> {
+      const channel = await assertMember(user.id, channelId);
+      if (channelId === GENERAL_CHANNEL_ID) throw new AppError("FORBIDDEN", "Everyone stays in general");
+      // Both users stay in their direct channel: one who left could neither reach it again
+      // (POST /api/direct answers with the existing channel, which they are not in) nor open another.
+      if (channel.kind === "direct") throw new AppError("FORBIDDEN", "A direct channel cannot be left");
+      await db.channelMember.delete({ where: { channelId_userId: { channelId, userId: user.id } } });
+      membership.left(user.id, channelId);
+    },
+
+    /** Private channels: their creator, moderators and admins add members. */
+    async invite(actor: AuthUser, channelId: number, userId: number): Promise<ChannelView> {
+      const channel = await assertMember(actor.id, channelId);
+      if (channel.kind !== "private") throw new AppError("FORBIDDEN", "Members are added to private channels only; public ones are joined");
+      if (channel.createdBy !== actor.id) authorize(actor, "channels.invite");
+      const target = await db.user.findUnique({ where: { id: userId }, select: { id: true } });
+      if (!target) throw new AppError("NOT_FOUND", "No such user");
+      await addMember(userId, channelId);
+      return view(actor.id, channelId);
+    },
+
+    /** The one direct channel between two users, created on first use. */
+    async direct(user: AuthUser, otherId: number): Promise<{ channel: ChannelView; created: boolean }> {
+      if (otherId === user.id) throw new AppError("FORBIDDEN", "A direct channel needs another user");
+      const other = await db.user.findUnique({ where: { id: otherId }, select: { id: true } });
+      if (!other) throw new AppError("NOT_FOUND", "No such user");
+      const directKey = [user.id, otherId].sort((a, b) => a - b).join(":");
+      const existing = await db.channel.findUnique({ where: { directKey }, select: { id: true } });
+      if (existing) return { channel: await view(user.id, existing.id), created: false };
+      try {
+        const channel = await db.channel.create({
+          data: { name: "direct", kind: "direct", createdBy: user.id, directKey, members: { create: [{ userId: user.id }, { userId: otherId }] } },
+        });
+        membership.joined(user.id, channel.id);
+        membership.joined(otherId, channel.id);
+        return { channel: await view(user.id, channel.id), created: true };
+      } catch (error) {
+        // Both users opened it at once: the unique key kept one; return that one.
+        if (!isUniqueViolation(error, "direct_key")) throw error;
+        const winner = await db.channel.findUniqueOrThrow({ where: { directKey }, select: { id: true } });
+        return { channel: await view(user.id, winner.id), created: false };
+      }
+    },
+
+    /** Moves the caller's read marker forward (never back); returns the new marker. */
+    async markRead(user: AuthUser, channelId: number, messageId: number): Promise<number> {
+      await assertMember(user.id, channelId);
+      const [row] = await db.$queryRaw<{ last_read_id: number }[]>`
+        UPDATE channel_members SET last_read_id = GREATEST(last_read_id, LEAST(${messageId}::int,
+          (SELECT coalesce(max(id), 0) FROM messages WHERE channel_id = ${channelId}::int)))
+        WHERE channel_id = ${channelId}::int AND user_id = ${user.id}::int
+        RETURNING last_read_id`;
+      return row?.last_read_id ?? 0;
+    },
+  };
+}

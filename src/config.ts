@@ -1,0 +1,121 @@
+import { z } from "zod";
+
+/**
+ * Every setting the service reads, validated once at start-up. Nothing else in
+ * `src/` touches `process.env`: the entry point calls `loadConfig(process.env)`
+ * and passes the result down.
+ */
+const duration = z
+  .string()
+  .trim()
+  .regex(/^\d+\s*(s|m|h|d)?$/, 'a duration in whole seconds or units, such as "900", "15m", "30d"')
+  .transform(parseDurationSeconds)
+  .pipe(z.number().int().min(1, "must be at least one second"));
+
+/** "N/duration" (at most N events per duration), or "off". */
+const rateLimit = z
+  .string()
+  .trim()
+  .regex(/^(off|\d+\s*\/\s*\d+\s*(s|m|h|d)?)$/, 'a limit such as "30/1m" (30 per minute), or "off"')
+  .transform((value) => {
+    if (value === "off") return null;
+    const [points = "0", window = "1"] = value.split("/").map((part) => part.trim());
+    return { points: Number(points), durationSeconds: parseDurationSeconds(window) };
+  })
+  .pipe(
+    z
+      .object({
+        points: z.number().int().min(1, "must allow at least 1"),
+        durationSeconds: z.number().int().min(1, "the window must be at least one second"),
+      })
+      .nullable(),
+  );
+
+export type RateLimitSetting = z.output<typeof rateLimit>;
+
+const list = z
+  .string()
+  .default("")
+  .transform((v) =>
+    v
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean),
+  );
+
+export const envSchema = z
+  .object({
+    NODE_ENV: z.enum(["development", "production", "test"]).default("production"),
+    PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+    HOST: z.string().trim().min(1).default("0.0.0.0"),
+    DATABASE_URL: z
+      .string()
+      .trim()
+      .regex(/^postgres(ql)?:\/\//, "a postgresql:// connection URL")
+      .optional(),
+    DATA_DIR: z.string().trim().min(1).default(".data"),
+    JWT_SECRET: z.string().min(32, "at least 32 characters").optional(),
+    JWT_ACCESS_TTL: duration.default(15 * 60),
+    REFRESH_TOKEN_TTL: duration.default(30 * 24 * 60 * 60),
+    CORS_ORIGINS: list,
+    /** Usernames that are made admins at start-up and at registration. */
+    ADMIN_USERNAMES: list,
+    /** How many reverse-proxy hops in front of the service to trust for X-Forwarded-For. */
+    TRUST_PROXY: z.coerce.number().int().min(0).max(10).default(0),
+    RATE_LIMIT_AUTH_PER_IP: rateLimit.default({ points: 30, durationSeconds: 60 }),
+    RATE_LIMIT_LOGIN_FAILURES: rateLimit.default({ points: 10, durationSeconds: 15 * 60 }),
+    RATE_LIMIT_MESSAGES_BURST: rateLimit.default({ points: 20, durationSeconds: 10 }),
+    RATE_LIMIT_MESSAGES_SUSTAINED: rateLimit.default({ points: 120, durationSeconds: 60 }),
+    LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(64 * 1024),
+    SOCKET_MAX_BUFFER_BYTES: z.coerce.number().int().min(1024).default(64 * 1024),
+    SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(0).default(10_000),
+  })
+  .superRefine(
+    (env, ctx) => {
+      const dev = env.NODE_ENV === "development";
+      if (!dev && !env.JWT_SECRET) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["JWT_SECRET"],
+          message: "required outside development (at least 32 random characters)",
+        });
+      }
+      if (!dev && !env.DATABASE_URL) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["DATABASE_URL"],
+          message: "required outside development (the embedded database is for `bun run dev` only)",
+        });
+      }
+    },
+    // Run even when another variable is malformed, so one start-up names every problem.
+    { when: () => true },
+  );
+
+export type Config = z.output<typeof envSchema>;
+
+/** A configuration problem, with one line per offending variable. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** Parses the environment; throws ConfigError naming each bad or missing variable. */
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  // Empty strings are what `.env` files and compose leave for "unset".
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
+  const result = envSchema.safeParse(present);
+  if (!result.success) {
+    throw new ConfigError(result.error.issues.map((i) => `${i.path.join(".") || "(env)"}: ${i.message}`));
+  }
+  return result.data;
+}
+
+function parseDurationSeconds(value: string): number {
+  const [, amount = "0", unit = "s"] = /^(\d+)\s*(s|m|h|d)?$/.exec(value) ?? [];
+  const perUnit = { s: 1, m: 60, h: 3600, d: 86400 }[unit] ?? 1;
+  return Number(amount) * perUnit;
+}

@@ -1,0 +1,71 @@
+import path from "node:path";
+import { createApp } from "./app.ts";
+import { ConfigError, loadConfig, type Config } from "./config.ts";
+import { createDb } from "./lib/db.ts";
+import { devJwtSecret } from "./lib/dev-secret.ts";
+import { startEmbeddedDatabase, type EmbeddedDatabase } from "./lib/embedded-db.ts";
+import { createLogger } from "./lib/logger.ts";
+import { migrateIfPending } from "./lib/migrate.ts";
+import { serve } from "./server.ts";
+import { createAuditService } from "./audit/audit.service.ts";
+import { grantRole } from "./users/grant-role.ts";
+
+// The entry point: read config, build dependencies, serve, and stop cleanly on SIGTERM.
+
+let config: Config;
+try {
+  config = loadConfig(process.env);
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error;
+  console.error(error.message);
+  process.exit(1);
+}
+
+const logger = createLogger(config.LOG_LEVEL);
+const dev = config.NODE_ENV === "development";
+
+let embedded: EmbeddedDatabase | undefined;
+let databaseUrl = config.DATABASE_URL;
+if (!databaseUrl) {
+  // Only reachable in development: config validation requires DATABASE_URL elsewhere.
+  embedded = await startEmbeddedDatabase(path.join(config.DATA_DIR, "pglite"));
+  databaseUrl = embedded.url;
+  logger.info({ dir: path.join(config.DATA_DIR, "pglite") }, "using the embedded PostgreSQL (PGlite); set DATABASE_URL to use a server");
+}
+
+const db = createDb(databaseUrl, { poolSize: embedded ? 4 : 10 });
+if (dev) {
+  // In production, migrations are a deploy step (`bun run db:migrate`), run once before instances start.
+  const applied = await migrateIfPending(db, databaseUrl, process.env);
+  if (applied.length > 0) logger.info({ migrations: applied }, "applied migrations");
+}
+
+if (config.ADMIN_USERNAMES.length > 0) {
+  const promoted = await grantRole({ db, audit: createAuditService({ db }) }, config.ADMIN_USERNAMES, "admin", "ADMIN_USERNAMES");
+  if (promoted.length > 0) logger.info({ admins: promoted.map((u) => u.username) }, "granted admin from ADMIN_USERNAMES");
+}
+
+const jwtSecret = config.JWT_SECRET ?? (await devJwtSecret(config.DATA_DIR));
+const app = createApp({ config: { ...config, JWT_SECRET: jwtSecret }, db, logger });
+const server = serve(app, config);
+
+let exiting = false;
+async function shutdown(signal: string) {
+  if (exiting) return;
+  exiting = true;
+  logger.info({ signal }, "shutting down");
+  // server.stop() keeps to SHUTDOWN_TIMEOUT_MS; so must closing the pool, which otherwise
+  // waits for every checked-out connection, however long a stuck query holds one.
+  const deadline = Bun.sleep(config.SHUTDOWN_TIMEOUT_MS).then(() => "timeout" as const);
+  await server.stop();
+  if ((await Promise.race([db.$disconnect(), deadline])) === "timeout") {
+    logger.warn({ timeoutMs: config.SHUTDOWN_TIMEOUT_MS }, "database connections still busy at the shutdown deadline; exiting anyway");
+  }
+  await embedded?.stop();
+  logger.info("stopped");
+  process.exit(0);
+}
+process.on("SIGTERM", () => void shutdown("SIGTERM"));
+process.on("SIGINT", () => void shutdown("SIGINT"));
+// Announced only once a signal can be handled: whoever waits for this line may stop us at once.
+logger.info({ url: server.url }, `chat service listening on ${server.url}`);

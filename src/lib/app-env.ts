@@ -1,0 +1,15 @@
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import type { AuthUser } from "./tokens.ts";
+
+/** What middleware puts on the Hono context for handlers to read. */
+export interface AppEnv {
+  Variables: {
+    requestId: string;
+    /** The caller's address, X-Forwarded-For honoured as far as TRUST_PROXY says. */
+    clientIp: string;
+    /** Set by `requireAuth` on protected routes. */
+    user: AuthUser;
+  };
+}
+
+export type AppRouter = OpenAPIHono<AppEnv>;

@@ -1,0 +1,32 @@
+import { AppError } from "./errors.ts";
+
+export type Role = "user" | "moderator" | "admin";
+
+const rank: Record<Role, number> = { user: 0, moderator: 1, admin: 2 };
+
+/** Who may do what (api.md §7). Every authorization decision in the service is made here. */
+const minimumRole = {
+  "users.setRole": "admin",
+  "users.ban": "moderator",
+  "audit.read": "admin",
+  /** Adding members to a private channel one did not create (its creator always may). */
+  "channels.invite": "moderator",
+} as const satisfies Record<string, Role>;
+
+export type Permission = keyof typeof minimumRole;
+
+/**
+ * Throws FORBIDDEN unless `actor` may exercise `permission` (on `target`, when the act
+ * has one): nobody acts on their own account, and nobody bans above their own rank
+ * (so a moderator cannot ban an admin).
+ */
+export function authorize(actor: { id: number; role: Role }, permission: Permission, target?: { id: number; role: Role }): void {
+  if (rank[actor.role] < rank[minimumRole[permission]]) {
+    throw new AppError("FORBIDDEN", `This needs the ${minimumRole[permission]} role`);
+  }
+  if (!target) return;
+  if (target.id === actor.id) throw new AppError("FORBIDDEN", "You cannot do this to your own account");
+  if (permission === "users.ban" && rank[target.role] > rank[actor.role]) {
+    throw new AppError("FORBIDDEN", `A ${actor.role} cannot ban or unban an ${target.role}`);
+  }
+}

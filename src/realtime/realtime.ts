@@ -1,0 +1,167 @@
+import type { Server, Socket } from "socket.io";
+import { logServerFault, toAppError, validationError } from "../lib/errors.ts";
+import type { Logger } from "../lib/logger.ts";
+import { messageInputSchema } from "../messages/messages.schemas.ts";
+import type { MessagesService } from "../messages/messages.service.ts";
+import type { Authenticator } from "../sessions/authenticator.ts";
+import type { Disconnector } from "../sessions/revocations.ts";
+import type { MembershipEvents } from "../channels/channels.service.ts";
+import type { Db } from "../lib/db.ts";
+import type { Ack, ClientToServerEvents, InterServerEvents, ServerToClientEvents, SocketData } from "./contract.ts";
+
+export type ChatServer = Server<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;
+type ChatSocket = Socket<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;
+
+// Every socket joins the rooms of its user and its session, so revocation reaches them by
+// name, and one room per channel it is a member of, so messages reach members only.
+const userRoom = (userId: number) => `user:${userId}`;
+const sessionRoom = (sessionId: string) => `session:${sessionId}`;
+export const channelRoom = (channelId: number) => `channel:${channelId}`;
+
+/** Handshake guard: a live session's access token in `auth.token`, else exactly `Unauthorized`. */
+export function authenticateSockets(io: ChatServer, authenticator: Authenticator): void {
+  io.use(async (socket, next) => {
+    const token: unknown = socket.handshake.auth?.token;
+    try {
+      if (typeof token !== "string" || token.length > 4096) throw new Error("no token");
+      socket.data.user = await authenticator.authenticate(token);
+      next();
+    } catch {
+      next(new Error("Unauthorized"));
+    }
+  });
+}
+
+/**
+ * Sockets between the read of their user's channels (loadSocketChannels) and their connection,
+ * by server and user. They are in no room yet, so a join or leave applied to their user in that
+ * window could not reach them through the user room: it is recorded here (channel id → member
+ * afterwards) and applied on top of what was read when they connect (`settleChannels`).
+ */
+const handshakes = new WeakMap<ChatServer, Map<number, Map<ChatSocket, Map<number, boolean>>>>();
+
+function handshakesOf(io: ChatServer, userId: number): Map<ChatSocket, Map<number, boolean>> | undefined {
+  return handshakes.get(io)?.get(userId);
+}
+
+function startHandshake(io: ChatServer, socket: ChatSocket): void {
+  let byUser = handshakes.get(io);
+  if (!byUser) handshakes.set(io, (byUser = new Map()));
+  const userId = socket.data.user.id;
+  let sockets = byUser.get(userId);
+  if (!sockets) byUser.set(userId, (sockets = new Map()));
+  sockets.set(socket, new Map());
+}
+
+/** Stops recording changes for `socket`; returns those recorded. Idempotent. */
+function endHandshake(io: ChatServer, socket: ChatSocket): Map<number, boolean> | undefined {
+  const userId = socket.data.user.id;
+  const sockets = handshakesOf(io, userId);
+  const changes = sockets?.get(socket);
+  sockets?.delete(socket);
+  if (sockets?.size === 0) handshakes.get(io)?.delete(userId);
+  return changes;
+}
+
+/** The channels read at the handshake, corrected by the joins and leaves applied since. */
+function settleChannels(io: ChatServer, socket: ChatSocket): number[] {
+  const changes = endHandshake(io, socket);
+  if (!changes?.size) return socket.data.channelIds;
+  const channelIds = new Set(socket.data.channelIds);
+  for (const [channelId, member] of changes) {
+    if (member) channelIds.add(channelId);
+    else channelIds.delete(channelId);
+  }
+  return (socket.data.channelIds = [...channelIds]);
+}
+
+/**
+ * Before a socket connects, the channels it belongs to, so it joins their rooms in the same
+ * tick it connects and cannot miss a message published in between. Membership changes from
+ * the start of that read until then are recorded on the socket and applied when it connects,
+ * so a join or leave during a handshake is not lost (on this instance).
+ */
+export function loadSocketChannels(io: ChatServer, db: Db): void {
+  io.use(async (socket, next) => {
+    startHandshake(io, socket);
+    // A handshake abandoned after this point (client gone, a later middleware refusing) ends here.
+    socket.conn.once("close", () => endHandshake(io, socket));
+    try {
+      const rows = await db.channelMember.findMany({ where: { userId: socket.data.user.id }, select: { channelId: true } });
+      socket.data.channelIds = rows.map((r) => r.channelId);
+      next();
+    } catch {
+      endHandshake(io, socket);
+      next(new Error("Unavailable"));
+    }
+  });
+}
+
+/** Membership changes take effect at once on every socket of the user (with Redis, on every instance). */
+export function socketMembership(io: ChatServer): MembershipEvents {
+  const record = (userId: number, channelId: number, member: boolean) => {
+    for (const changes of handshakesOf(io, userId)?.values() ?? []) changes.set(channelId, member);
+  };
+  return {
+    joined(userId, channelId) {
+      record(userId, channelId, true);
+      io.in(userRoom(userId)).socketsJoin(channelRoom(channelId));
+    },
+    left(userId, channelId) {
+      record(userId, channelId, false);
+      io.in(userRoom(userId)).socketsLeave(channelRoom(channelId));
+    },
+  };
+}
+
+/** Tells every socket of a user that their read marker moved, so unread counts agree everywhere. */
+export function readMarkerNotifier(io: ChatServer) {
+  return (userId: number, channelId: number, lastReadId: number) => {
+    io.to(userRoom(userId)).emit("channel:read", { channelId, lastReadId });
+  };
+}
+
+/** Cuts the sockets of ended sessions and banned users (with a Redis adapter, on every instance). */
+export function socketDisconnector(io: ChatServer): Disconnector {
+  return {
+    sessions(sessionIds) {
+      io.in(sessionIds.map(sessionRoom)).disconnectSockets(true);
+    },
+    user(userId) {
+      io.in(userRoom(userId)).disconnectSockets(true);
+    },
+  };
+}
+
+/** Wires the client events to the same services the REST routes call. */
+export function handleChatEvents(io: ChatServer, deps: { messages: MessagesService; authenticator: Authenticator; logger: Logger }): void {
+  const { messages, authenticator, logger } = deps;
+  io.on("connection", (socket: ChatSocket) => {
+    const { id: userId, sessionId } = socket.data.user;
+
+    // Handlers first, synchronously: an event sent right after connecting must find them.
+    socket.on("message", async (...args: unknown[]) => {
+      // The ack, if the client asked for one, is always the last argument.
+      const ack = typeof args.at(-1) === "function" ? (args.pop() as (result: Ack<unknown>) => void) : undefined;
+      try {
+        const parsed = messageInputSchema.safeParse(args[0]);
+        if (!parsed.success) throw validationError(parsed.error.issues, "Message failed validation");
+        const author = await authenticator.current(socket.data.user);
+        const message = await messages.send(author, parsed.data);
+        ack?.({ ok: true, message });
+      } catch (error) {
+        const appError = toAppError(error);
+        logServerFault(logger, appError, error, { userId, socketId: socket.id, event: "message" });
+        if (ack) ack({ ok: false, error: appError.toBody() });
+        else socket.emit("message:error", appError.toBody());
+      }
+    });
+
+    void (async () => {
+      // Synchronously with settling: from here on, membership changes reach it through its user room.
+      await socket.join([userRoom(userId), sessionRoom(sessionId), ...settleChannels(io, socket).map(channelRoom)]);
+      // A revocation between the handshake and joining the rooms would have missed this socket.
+      await authenticator.current(socket.data.user).catch(() => socket.disconnect(true));
+    })();
+  });
+}

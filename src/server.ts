@@ -1,0 +1,82 @@
+import { Server as Engine } from "@socket.io/bun-engine";
+import { corsOrigin, type App } from "./app.ts";
+import type { Config } from "./config.ts";
+import { drainingHeaders, shuttingDown } from "./middleware/draining.ts";
+
+export interface RunningServer {
+  /** Base URL, e.g. http://127.0.0.1:41234 */
+  url: string;
+  port: number;
+  /**
+   * Graceful stop: turn away new requests and handshakes (503), let in-flight requests
+   * and message writes finish and their acks reach the clients, close every socket, then
+   * stop listening. Bounded by SHUTDOWN_TIMEOUT_MS.
+   */
+  stop(): Promise<void>;
+}
+
+const socketPath = "/socket.io/";
+const ackFlushLimitMs = 2_000;
+
+/** The answer to a new Socket.IO handshake while draining (REST gets its own from the app). */
+function handshakeRefused(): Response {
+  return Response.json({ error: shuttingDown().toBody() }, { status: 503, headers: drainingHeaders });
+}
+
+/** Resolves once no Socket.IO connection has packets waiting to be written. */
+async function acksDelivered(io: App["io"]): Promise<void> {
+  const pending = () =>
+    [...io.of("/").sockets.values()].some((socket) => ((socket.conn as unknown as { writeBuffer?: unknown[] }).writeBuffer?.length ?? 0) > 0);
+  while (pending()) await Bun.sleep(10);
+}
+
+/** Serves REST and Socket.IO on one port with one `Bun.serve`. */
+export function serve(
+  { app, io, services, lifecycle }: App,
+  config: Pick<Config, "PORT" | "HOST" | "CORS_ORIGINS" | "SOCKET_MAX_BUFFER_BYTES" | "SHUTDOWN_TIMEOUT_MS">,
+): RunningServer {
+  const engine = new Engine({
+    path: socketPath,
+    maxHttpBufferSize: config.SOCKET_MAX_BUFFER_BYTES,
+    cors: config.CORS_ORIGINS.length > 0 ? { origin: corsOrigin(config.CORS_ORIGINS) } : undefined,
+  });
+  io.bind(engine);
+
+  const { websocket } = engine.handler();
+  const server = Bun.serve({
+    port: config.PORT,
+    hostname: config.HOST,
+    websocket,
+    // Long polls must outlive Socket.IO's ping interval (25 s); Bun's default is 10 s.
+    idleTimeout: 60,
+    fetch(request, bunServer) {
+      const url = new URL(request.url);
+      const isSocket = url.pathname.startsWith(socketPath);
+      if (!isSocket) return app.fetch(request, { server: bunServer });
+      // While draining, existing Socket.IO sessions keep polling (to collect their last
+      // acks) but new handshakes are turned away.
+      if (lifecycle.draining && !url.searchParams.has("sid")) return handshakeRefused();
+      return engine.handleRequest(request, bunServer);
+    },
+  });
+
+  let stopping: Promise<void> | undefined;
+  return {
+    url: `http://${server.hostname === "0.0.0.0" ? "127.0.0.1" : server.hostname}:${server.port}`,
+    port: server.port ?? config.PORT,
+    stop() {
+      stopping ??= (async () => {
+        const deadline = Bun.sleep(config.SHUTDOWN_TIMEOUT_MS);
+        lifecycle.draining = true;
+        // Refuse new messages and let accepted ones commit and be acknowledged.
+        await Promise.race([services.messages.close(), deadline]);
+        // Polling clients fetch their acks with a new request; give them the chance before closing.
+        await Promise.race([acksDelivered(io), deadline, Bun.sleep(ackFlushLimitMs)]);
+        await io.close();
+        await Promise.race([server.stop(false), deadline]);
+        await server.stop(true);
+      })();
+      return stopping;
+    },
+  };
+}

@@ -1,0 +1,61 @@
+import { z } from "@hono/zod-openapi";
+import { codePoints, idParam, limitParam } from "../lib/schemas.ts";
+
+// Letters and digits may carry up to three combining marks each, which scripts such as
+// Devanagari or Thai need for ordinary names (NFC composes the rest, e.g. Й); a mark
+// cannot stand alone and cannot be stacked into "zalgo" text.
+const usernameChars = /^(?:[\p{L}\p{N}]\p{M}{0,3}|[_.-])+$/u;
+
+/** api.md §1: trimmed, NFC, 3–32 Unicode letters, digits, `_`, `.`, `-`. */
+export const usernameSchema = z
+  .string()
+  .max(512, "must be at most 32 characters")
+  .transform((s) => s.trim().normalize("NFC"))
+  .pipe(
+    z
+      .string()
+      .refine((s) => codePoints(s) >= 3 && codePoints(s) <= 32, "must be 3 to 32 characters")
+      .refine((s) => usernameChars.test(s), "may contain only letters (with their accents), digits, '_', '.' and '-'"),
+  )
+  .openapi({ type: "string", minLength: 3, maxLength: 32, example: "алиса" });
+
+/**
+ * The key that makes usernames unique regardless of case. Upper- then lower-casing
+ * approximates Unicode full case folding (ß/SS, ς/σ/Σ) with what JavaScript offers.
+ */
+export function usernameKey(username: string): string {
+  return username.normalize("NFC").toUpperCase().toLowerCase().normalize("NFC");
+}
+
+export const roleSchema = z.enum(["user", "moderator", "admin"]);
+
+export const userSchema = z
+  .object({
+    id: z.number().int(),
+    username: z.string(),
+    role: roleSchema,
+    createdAt: z.string().openapi({ format: "date-time" }),
+  })
+  .openapi("User");
+
+export type PublicUser = z.infer<typeof userSchema>;
+
+export const listUsersQuerySchema = z.object({
+  limit: limitParam(1, 1000, 100),
+  after: idParam.optional().openapi({ type: "integer", description: "return users with a larger id" }),
+});
+
+/** The public view of a user row: the password hash never leaves the server. */
+export function toPublicUser(user: { id: number; username: string; role: PublicUser["role"]; createdAt: Date }): PublicUser {
+  return { id: user.id, username: user.username, role: user.role, createdAt: user.createdAt.toISOString() };
+}
+
+export const userIdParamsSchema = z.object({
+  id: idParam.openapi({ param: { name: "id", in: "path" }, type: "integer" }),
+});
+
+export const setRoleBodySchema = z.object({ role: roleSchema }).openapi("SetRole");
+
+export const banBodySchema = z
+  .object({ reason: z.string({ error: "must be a string" }).trim().min(1, "must not be empty").max(500, "must be at most 500 characters").optional() })
+  .openapi("Ban");

@@ -1,0 +1,207 @@
+import { describe, expect, test } from "bun:test";
+import { ConfigError, loadConfig, type Config } from "../src/config.ts";
+
+// api.md §6: every setting is validated once at start-up; a bad or missing variable is
+// named, one line per problem. These are unit tests of `loadConfig`; test/lifecycle.test.ts
+// checks that the entry point turns a ConfigError into a clean non-zero exit.
+
+const secret = "x".repeat(32);
+const dbUrl = "postgresql://postgres@127.0.0.1:5432/chat";
+/** A complete, valid production environment; cases override single variables. */
+const prod = { NODE_ENV: "production", JWT_SECRET: secret, DATABASE_URL: dbUrl };
+const dev = { NODE_ENV: "development" };
+
+const minutes = 60;
+const hours = 60 * minutes;
+const days = 24 * hours;
+
+/** The ConfigError `loadConfig(env)` throws; fails the test if it returns instead. */
+function configError(env: Record<string, string | undefined>): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return error as ConfigError;
+  }
+  throw new Error(`loadConfig accepted ${JSON.stringify(env)}`);
+}
+
+/** Names of the variables a ConfigError's problem lines start with. */
+const namedVars = (error: ConfigError) => error.problems.map((p) => p.split(":")[0]);
+
+describe("defaults", () => {
+  test("a minimal production environment gets the documented defaults", () => {
+    const config = loadConfig(prod);
+    expect(config).toMatchObject({
+      NODE_ENV: "production",
+      PORT: 3000,
+      JWT_ACCESS_TTL: 15 * minutes,
+      REFRESH_TOKEN_TTL: 30 * days,
+      BODY_LIMIT_BYTES: 64 * 1024,
+      SOCKET_MAX_BUFFER_BYTES: 64 * 1024,
+      LOG_LEVEL: "info",
+      CORS_ORIGINS: [],
+      JWT_SECRET: secret,
+      DATABASE_URL: dbUrl,
+    } satisfies Partial<Config>);
+  });
+
+  test("NODE_ENV defaults to production, so an unset NODE_ENV still demands the secrets", () => {
+    const error = configError({});
+    expect(namedVars(error).sort()).toEqual(["DATABASE_URL", "JWT_SECRET"]);
+  });
+});
+
+describe("durations (JWT_ACCESS_TTL, REFRESH_TOKEN_TTL) in seconds", () => {
+  const cases: [string, number][] = [
+    ["900", 900],
+    ["15m", 15 * minutes],
+    ["2h", 2 * hours],
+    ["30d", 30 * days],
+    ["45s", 45],
+    [" 10m ", 10 * minutes],
+  ];
+  for (const variable of ["JWT_ACCESS_TTL", "REFRESH_TOKEN_TTL"] as const) {
+    test.each(cases)(`${variable}=%p → %p`, (value, seconds) => {
+      expect(loadConfig({ ...prod, [variable]: value })[variable]).toBe(seconds);
+    });
+
+    test.each(["abc", "15 minutes", "-5", "1.5h", "m", "0", "0m", "500ms"])(`${variable}=%p is a ConfigError naming ${variable}`, (value) => {
+      const error = configError({ ...prod, [variable]: value });
+      expect(namedVars(error)).toEqual([variable]);
+      expect(error.message).toContain(variable);
+    });
+  }
+});
+
+describe("development", () => {
+  test("needs neither JWT_SECRET nor DATABASE_URL", () => {
+    const config = loadConfig(dev);
+    expect(config.NODE_ENV).toBe("development");
+    expect(config.JWT_SECRET).toBeUndefined();
+    expect(config.DATABASE_URL).toBeUndefined();
+  });
+
+  test("still validates what is given", () => {
+    expect(namedVars(configError({ ...dev, JWT_SECRET: "short" }))).toEqual(["JWT_SECRET"]);
+    expect(namedVars(configError({ ...dev, DATABASE_URL: "mysql://x" }))).toEqual(["DATABASE_URL"]);
+  });
+
+  test("test mode is not development: it needs both", () => {
+    expect(namedVars(configError({ NODE_ENV: "test" })).sort()).toEqual(["DATABASE_URL", "JWT_SECRET"]);
+  });
+});
+
+describe("required and validated variables outside development", () => {
+  const cases: [string, Record<string, string | undefined>, RegExp][] = [
+    ["missing JWT_SECRET", { JWT_SECRET: undefined }, /^JWT_SECRET: .*required/],
+    ["a 10-character JWT_SECRET", { JWT_SECRET: "0123456789" }, /^JWT_SECRET: .*32/],
+    ["a 31-character JWT_SECRET", { JWT_SECRET: "x".repeat(31) }, /^JWT_SECRET: .*32/],
+    ["missing DATABASE_URL", { DATABASE_URL: undefined }, /^DATABASE_URL: .*required/],
+    ["a mysql:// DATABASE_URL", { DATABASE_URL: "mysql://x" }, /^DATABASE_URL: /],
+    ["a non-URL DATABASE_URL", { DATABASE_URL: "chat" }, /^DATABASE_URL: /],
+    ["PORT=abc", { PORT: "abc" }, /^PORT: /],
+    ["PORT=70000", { PORT: "70000" }, /^PORT: /],
+    ["PORT=-1", { PORT: "-1" }, /^PORT: /],
+    ["PORT=80.5", { PORT: "80.5" }, /^PORT: /],
+    ["LOG_LEVEL=loud", { LOG_LEVEL: "loud" }, /^LOG_LEVEL: /],
+    ["NODE_ENV=staging", { NODE_ENV: "staging" }, /^NODE_ENV: /],
+    ["BODY_LIMIT_BYTES=lots", { BODY_LIMIT_BYTES: "lots" }, /^BODY_LIMIT_BYTES: /],
+    ["BODY_LIMIT_BYTES=10", { BODY_LIMIT_BYTES: "10" }, /^BODY_LIMIT_BYTES: /],
+    ["SOCKET_MAX_BUFFER_BYTES=x", { SOCKET_MAX_BUFFER_BYTES: "x" }, /^SOCKET_MAX_BUFFER_BYTES: /],
+  ];
+  test.each(cases)("%s → one problem naming the variable", (_, overrides, line) => {
+    const error = configError({ ...prod, ...overrides });
+    expect(error.problems).toHaveLength(1);
+    expect(error.problems[0]).toMatch(line);
+    expect(error.message).toContain(error.problems[0]!);
+  });
+
+  test("accepted values pass through", () => {
+    const config = loadConfig({ ...prod, PORT: "8080", LOG_LEVEL: "debug", DATABASE_URL: "postgres://u@h/db", BODY_LIMIT_BYTES: "2048" });
+    expect(config.PORT).toBe(8080);
+    expect(config.LOG_LEVEL).toBe("debug");
+    expect(config.DATABASE_URL).toBe("postgres://u@h/db");
+    expect(config.BODY_LIMIT_BYTES).toBe(2048);
+  });
+});
+
+describe("CORS_ORIGINS", () => {
+  test.each([
+    ["https://a.example", ["https://a.example"]],
+    [" https://a.example , https://b.example ", ["https://a.example", "https://b.example"]],
+    ["https://a.example,,  ,https://b.example,", ["https://a.example", "https://b.example"]],
+    ["*", ["*"]],
+    [" , ", []],
+  ])("%p → %p", (value, list) => {
+    expect(loadConfig({ ...prod, CORS_ORIGINS: value }).CORS_ORIGINS).toEqual(list);
+  });
+});
+
+describe("empty strings count as unset", () => {
+  test("optional variables fall back to their defaults", () => {
+    const config = loadConfig({
+      ...prod,
+      PORT: "",
+      LOG_LEVEL: "",
+      JWT_ACCESS_TTL: "",
+      REFRESH_TOKEN_TTL: "",
+      BODY_LIMIT_BYTES: "",
+      CORS_ORIGINS: "",
+      HOST: "",
+    });
+    expect(config).toMatchObject({
+      PORT: 3000,
+      LOG_LEVEL: "info",
+      JWT_ACCESS_TTL: 900,
+      REFRESH_TOKEN_TTL: 30 * days,
+      BODY_LIMIT_BYTES: 65536,
+      CORS_ORIGINS: [],
+      HOST: "0.0.0.0",
+    });
+  });
+
+  test("an empty JWT_SECRET or DATABASE_URL is missing, not malformed", () => {
+    const error = configError({ NODE_ENV: "production", JWT_SECRET: "", DATABASE_URL: "" });
+    expect(error.problems).toHaveLength(2);
+    expect(error.problems.find((p) => p.startsWith("JWT_SECRET:"))).toMatch(/required/);
+    expect(error.problems.find((p) => p.startsWith("DATABASE_URL:"))).toMatch(/required/);
+  });
+
+  test("in development an empty JWT_SECRET and DATABASE_URL are fine", () => {
+    const config = loadConfig({ ...dev, JWT_SECRET: "", DATABASE_URL: "" });
+    expect(config.JWT_SECRET).toBeUndefined();
+    expect(config.DATABASE_URL).toBeUndefined();
+  });
+});
+
+describe("ConfigError lists every problem", () => {
+  test("several bad variables → one line each, all in the message", () => {
+    const error = configError({
+      NODE_ENV: "production",
+      PORT: "abc",
+      JWT_SECRET: "short",
+      DATABASE_URL: "mysql://x",
+      LOG_LEVEL: "loud",
+      JWT_ACCESS_TTL: "abc",
+    });
+    expect(namedVars(error).sort()).toEqual(["DATABASE_URL", "JWT_ACCESS_TTL", "JWT_SECRET", "LOG_LEVEL", "PORT"]);
+    for (const problem of error.problems) expect(error.message).toContain(problem);
+    expect(error.message.split("\n")).toHaveLength(1 + error.problems.length);
+  });
+
+  test("missing and malformed problems are reported together", () => {
+    const error = configError({ NODE_ENV: "production", PORT: "abc" });
+    expect(namedVars(error).sort()).toEqual(["DATABASE_URL", "JWT_SECRET", "PORT"]);
+  });
+
+  test("is an Error named ConfigError", () => {
+    const error = configError({});
+    expect(error).toBeInstanceOf(Error);
+    expect(error.name).toBe("ConfigError");
+  });
+});
+
+test("unrelated environment variables are ignored", () => {
+  expect(() => loadConfig({ ...prod, PATH: "/usr/bin", HOME: "/root", npm_config_x: "" })).not.toThrow();
+});

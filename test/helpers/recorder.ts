@@ -1,0 +1,62 @@
+import { expect } from "bun:test";
+import type { ChatMessage } from "../../src/messages/messages.schemas.ts";
+import type { ChatClient } from "./server.ts";
+
+/** One event a socket received: its name and first argument. */
+export type Recorded = [event: string, payload: unknown];
+
+/** Records every event a socket receives, from now on, in order. */
+export function record(socket: ChatClient) {
+  const events: Recorded[] = [];
+  const waiters = new Set<() => void>();
+  const listener = (event: string, ...args: unknown[]) => {
+    events.push([event, args[0]]);
+    for (const wake of waiters) wake();
+  };
+  socket.onAny(listener);
+  return {
+    events,
+    /** Resolves with every event received up to and including the first that matches. */
+    until(match: (e: Recorded) => boolean, ms = 5_000): Promise<Recorded[]> {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const index = events.findIndex(match);
+          if (index === -1) return false;
+          waiters.delete(check);
+          clearTimeout(timer);
+          resolve(events.slice(0, index + 1));
+          return true;
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`expected event not received within ${ms} ms; got ${JSON.stringify(events)}`));
+        }, ms);
+        if (!check()) waiters.add(check);
+      });
+    },
+    stop() {
+      socket.offAny(listener);
+    },
+  };
+}
+/** What `record` returns. */
+export type Recorder = ReturnType<typeof record>;
+
+/** Matches the `message` event carrying the message with this id. */
+export const isMessage = (id: number) => ([event, payload]: Recorded) => event === "message" && (payload as ChatMessage).id === id;
+
+/** The broadcast shape, exactly: these keys and no others, an integer id and a round-trip ISO timestamp. */
+export function expectMessageShape(message: unknown, author: { id: number; username: string }, content: string, channelId = 1) {
+  expect(message).toEqual({
+    id: expect.any(Number),
+    channelId,
+    userId: author.id,
+    username: author.username,
+    content,
+    timestamp: expect.stringMatching(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/),
+  });
+  const m = message as ChatMessage;
+  expect(Object.keys(m).sort()).toEqual(["channelId", "content", "id", "timestamp", "userId", "username"]);
+  expect(Number.isInteger(m.id)).toBe(true);
+  expect(new Date(m.timestamp).toISOString()).toBe(m.timestamp);
+}
