@@ -1,6 +1,10 @@
-import { beforeAll, describe, expect, test } from "bun:test";
+import { beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { expectError } from "./helpers/expect-error.ts";
 import { startTestServer, uniqueName, type Json, type Registered, type TestServer } from "./helpers/server.ts";
+import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+
+// Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
+setDefaultTimeout(TEST_TIMEOUT_MS);
 
 // api.md §7: the audit trail. What each audited act writes (every field), which address is
 // recorded (X-Forwarded-For only as far as TRUST_PROXY says), GET /api/admin/audit (order,

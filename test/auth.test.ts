@@ -1,8 +1,12 @@
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { verify } from "hono/jwt";
 import { expectError } from "./helpers/expect-error.ts";
 import { startTestServer, testJwtSecret, uniqueName, type Json } from "./helpers/server.ts";
+import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+
+// Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
+setDefaultTimeout(TEST_TIMEOUT_MS);
 
 // api.md §0 and §1: registration, login, usernames, passwords and tokens.
 

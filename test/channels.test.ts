@@ -1,8 +1,12 @@
-import { afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { expectError } from "./helpers/expect-error.ts";
 import { expectMessageShape, isMessage, record, type Recorded, type Recorder } from "./helpers/recorder.ts";
 import { sendWithAck, startTestServer, transports, uniqueName, type ChatClient, type Json, type Registered, type Transport } from "./helpers/server.ts";
+import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+
+// Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
+setDefaultTimeout(TEST_TIMEOUT_MS);
 
 // api.md §8 (conversations: channels, membership-scoped delivery, direct channels, per-channel
 // history, read markers, ordering) on top of §3/§4, with §0's error shape for every refusal.

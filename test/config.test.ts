@@ -1,5 +1,9 @@
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { ConfigError, loadConfig, type Config } from "../src/config.ts";
+import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+
+// Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
+setDefaultTimeout(TEST_TIMEOUT_MS);
 
 // api.md §6: every setting is validated once at start-up; a bad or missing variable is
 // named, one line per problem. These are unit tests of `loadConfig`; test/lifecycle.test.ts

@@ -1,9 +1,13 @@
-import { afterAll, expect, test } from "bun:test";
+import { afterAll, expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { sendWithAck } from "./helpers/server.ts";
 import { connectTo, registerAt, startServerProcess } from "./helpers/process.ts";
+import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+
+// Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
+setDefaultTimeout(TEST_TIMEOUT_MS);
 
 // `bun run dev` with no DATABASE_URL: the entry point starts an embedded PostgreSQL
 // (PGlite) under DATA_DIR, applies the migrations, and serves a working chat; the data

@@ -1,10 +1,14 @@
 import { createHmac } from "node:crypto";
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { decode, sign } from "hono/jwt";
 import { io as ioClient } from "socket.io-client";
 import { expectError, saneRequestId } from "./helpers/expect-error.ts";
 import { nextEvent, sendWithAck, startTestServer, testJwtSecret, transports, uniqueName, type ChatClient, type Registered, type TestServer, type Transport } from "./helpers/server.ts";
 import { b64url, now } from "./helpers/tokens.ts";
+import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+
+// Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
+setDefaultTimeout(TEST_TIMEOUT_MS);
 
 // api.md §7 hardening: secure headers on every REST response, CORS from CORS_ORIGINS for REST
 // and Socket.IO alike, JWT pinned to HS256, X-Request-Id sanitised, SOCKET_MAX_BUFFER_BYTES

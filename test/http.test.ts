@@ -1,5 +1,5 @@
 import pino from "pino";
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { createApp } from "../src/app.ts";
 import { createDb, type Db } from "../src/lib/db.ts";
 import { createLogger } from "../src/lib/logger.ts";
@@ -15,6 +15,10 @@ import {
   type ChatClient,
 } from "./helpers/server.ts";
 import { expectError, saneRequestId } from "./helpers/expect-error.ts";
+import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+
+// Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
+setDefaultTimeout(TEST_TIMEOUT_MS);
 
 // api.md §0 (conventions: error shape, X-Request-Id, body limit) and §5 (health), through a
 // real server on an ephemeral port, plus `app.request()` on apps built over a broken database.

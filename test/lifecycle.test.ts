@@ -1,9 +1,13 @@
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { SQL } from "bun";
 import { createTestDatabase } from "./helpers/db.ts";
 import { connectTo, productionEnv, registerAt, runToExit, startServerProcess } from "./helpers/process.ts";
 import { sendWithAck, transports, uniqueName, type ChatClient, type Transport } from "./helpers/server.ts";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
+import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+
+// Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
+setDefaultTimeout(TEST_TIMEOUT_MS);
 
 // api.md §6, through the real entry point (`bun src/index.ts`) as a child process in
 // production mode: restart durability, graceful SIGTERM under load, SIGTERM with writes held

@@ -1,9 +1,13 @@
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { clientIp } from "../src/lib/client-ip.ts";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { expectError } from "./helpers/expect-error.ts";
 import { isMessage, record, type Recorded } from "./helpers/recorder.ts";
 import { nextEvent, sendWithAck, startTestServer, transports, uniqueName, type ChatClient, type Json, type TestServer, type Transport } from "./helpers/server.ts";
+import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+
+// Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
+setDefaultTimeout(TEST_TIMEOUT_MS);
 
 // api.md §7 abuse limits: register/login per client IP (X-Forwarded-For only as far as
 // TRUST_PROXY says), login failures per username, messages per user (burst and sustained)

@@ -1,10 +1,14 @@
-import { afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { decode, sign } from "hono/jwt";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { expectError } from "./helpers/expect-error.ts";
 import { expectMessageShape, isMessage, record, type Recorded, type Recorder } from "./helpers/recorder.ts";
 import { sendWithAck, startTestServer, testJwtSecret, transports, type ChatClient, type Registered } from "./helpers/server.ts";
 import { now } from "./helpers/tokens.ts";
+import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+
+// Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
+setDefaultTimeout(TEST_TIMEOUT_MS);
 
 // api.md §4 (history) and the REST twin of the socket `message` event, POST /api/messages,
 // which goes through the same service: stored, committed, then broadcast to every socket.

@@ -1,10 +1,7 @@
-import { afterAll, setDefaultTimeout } from "bun:test";
+import { afterAll } from "bun:test";
 import { SQL } from "bun";
 import { migrateDeploy } from "../src/lib/migrate.ts";
 import { adminDatabaseUrl, databaseUrl, templateEnvVar } from "./helpers/env.ts";
-
-// Real PostgreSQL, real sockets, argon2id: give each test room (bunfig has no such key).
-setDefaultTimeout(30_000);
 
 // Migrate one template database with Prisma's own `migrate deploy`, once per run; each
 // test file then gets a fresh copy (CREATE DATABASE ... TEMPLATE), which takes milliseconds.

@@ -1,10 +1,14 @@
-import { afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { decode, sign } from "hono/jwt";
 import { io as ioClient } from "socket.io-client";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { expectMessageShape, isMessage, record, type Recorded, type Recorder } from "./helpers/recorder.ts";
 import { sendWithAck, startTestServer, testJwtSecret, transports, type ChatClient, type Registered, type Transport } from "./helpers/server.ts";
 import { b64url, now } from "./helpers/tokens.ts";
+import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+
+// Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
+setDefaultTimeout(TEST_TIMEOUT_MS);
 
 // api.md §3: the Socket.IO handshake, the `message` event, its ack, its broadcast, and
 // what the server stores. Every socket test runs over both transports.

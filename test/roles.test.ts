@@ -1,8 +1,12 @@
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { createTestDatabase } from "./helpers/db.ts";
 import { expectError } from "./helpers/expect-error.ts";
 import { productionEnv, projectRoot, startServerProcess } from "./helpers/process.ts";
 import { startTestServer, transports, uniqueName, type ChatClient, type Json, type Registered } from "./helpers/server.ts";
+import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+
+// Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
+setDefaultTimeout(TEST_TIMEOUT_MS);
 
 // api.md §0 and §7: roles (ADMIN_USERNAMES, `bun run user:role`, PATCH /api/users/:id) and
 // bans (POST /api/users/:id/ban and /unban), with their audit rows. Every refused row checks

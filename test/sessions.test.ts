@@ -1,4 +1,4 @@
-import { afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { decode, sign, verify } from "hono/jwt";
 import { io as ioClient } from "socket.io-client";
@@ -21,6 +21,10 @@ import {
   type Transport,
 } from "./helpers/server.ts";
 import { b64url, now } from "./helpers/tokens.ts";
+import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+
+// Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
+setDefaultTimeout(TEST_TIMEOUT_MS);
 
 // api.md §7 (with §0 and §1): sessions as refresh-token families — rotation, reuse detection,
 // logout, logout-all — and what an access token is worth on REST and on the socket handshake:

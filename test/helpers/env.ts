@@ -9,3 +9,6 @@ export function databaseUrl(name: string): string {
   url.pathname = `/${name}`;
   return url.toString();
 }
+
+/** Real PostgreSQL, real sockets, argon2id: each test gets this long (set in every test file). */
+export const TEST_TIMEOUT_MS = 30_000;
