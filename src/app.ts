@@ -13,6 +13,9 @@ import type { Logger } from "./lib/logger.ts";
 import { createTokenSigner } from "./lib/tokens.ts";
 import { messagesRouter } from "./messages/messages.index.ts";
 import { createMessagesService } from "./messages/messages.service.ts";
+import { createMessageSearch } from "./messages/messages.search.ts";
+import { presenceRouter } from "./presence/presence.index.ts";
+import { createPresence } from "./presence/presence.service.ts";
 import { errorHandler, notFoundHandler } from "./middleware/error-handler.ts";
 import { refuseWhileDraining } from "./middleware/draining.ts";
 import { requireJsonBody } from "./middleware/json-body.ts";
@@ -28,9 +31,9 @@ import { createSessionsService } from "./sessions/sessions.service.ts";
 import { secureHeaders } from "hono/secure-headers";
 import {
   authenticateSockets,
-  channelRoom,
   handleChatEvents,
   loadSocketChannels,
+  messageEvents,
   readMarkerNotifier,
   socketDisconnector,
   socketMembership,
@@ -62,6 +65,7 @@ export function createApp(deps: AppDeps) {
 
   const channels = createChannelsService({ db, membership: socketMembership(io) });
   const audit = createAuditService({ db });
+  const presence = createPresence();
   const sessions = createSessionsService({ db, config, revocations, audit });
   const services = {
     audit,
@@ -69,11 +73,13 @@ export function createApp(deps: AppDeps) {
     sessions,
     auth: createAuthService({ db, signer, sessions, audit, config }),
     users: createUsersService({ db, audit, sessions, revocations }),
+    presence,
+    search: createMessageSearch({ db, channels }),
     messages: createMessagesService({
       db,
       channels,
-      // A committed message goes to the sockets of its channel's members, and nowhere else.
-      publish: (message) => io.to(channelRoom(message.channelId)).emit("message", message),
+      audit,
+      publish: messageEvents(io),
       limiter: allOf(
         createLimiter("messages-burst", config.RATE_LIMIT_MESSAGES_BURST),
         createLimiter("messages-sustained", config.RATE_LIMIT_MESSAGES_SUSTAINED),
@@ -83,7 +89,14 @@ export function createApp(deps: AppDeps) {
 
   authenticateSockets(io, authenticator);
   loadSocketChannels(io, db);
-  handleChatEvents(io, { messages: services.messages, authenticator, logger });
+  handleChatEvents(io, {
+    messages: services.messages,
+    channels,
+    presence,
+    typingLimiter: createLimiter("typing", config.RATE_LIMIT_TYPING),
+    authenticator,
+    logger,
+  });
 
   const requireAuth = requireAuthMiddleware(authenticator);
   const limitAuthPerIp = limitPerIp(createLimiter("auth-ip", config.RATE_LIMIT_AUTH_PER_IP));
@@ -111,7 +124,8 @@ export function createApp(deps: AppDeps) {
     .route("/", healthRouter({ db }))
     .route("/", authRouter({ auth: services.auth, requireAuth, limitAuthPerIp }))
     .route("/", usersRouter({ users: services.users, requireAuth }))
-    .route("/", messagesRouter({ messages: services.messages, requireAuth }))
+    .route("/", messagesRouter({ messages: services.messages, search: services.search, requireAuth }))
+    .route("/", presenceRouter({ presence, requireAuth }))
     .route("/", auditRouter({ audit, requireAuth }))
     .route(
       "/",

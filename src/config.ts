@@ -66,6 +66,8 @@ export const envSchema = z
     RATE_LIMIT_LOGIN_FAILURES: rateLimit.default({ points: 10, durationSeconds: 15 * 60 }),
     RATE_LIMIT_MESSAGES_BURST: rateLimit.default({ points: 20, durationSeconds: 10 }),
     RATE_LIMIT_MESSAGES_SUSTAINED: rateLimit.default({ points: 120, durationSeconds: 60 }),
+    /** `typing` events relayed per user and channel; the rest are dropped quietly. */
+    RATE_LIMIT_TYPING: rateLimit.default({ points: 1, durationSeconds: 2 }),
     LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
     BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(64 * 1024),
     SOCKET_MAX_BUFFER_BYTES: z.coerce.number().int().min(1024).default(64 * 1024),

@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { historyQuerySchema, messageSchema } from "../messages/messages.schemas.ts";
+import { historyEntrySchema, historyQuerySchema } from "../messages/messages.schemas.ts";
 import { errorResponse, jsonBody, jsonContent, protectedResponses, validationResponses } from "../lib/responses.ts";
 import { addMemberSchema, channelIdParamsSchema, channelSchema, createChannelSchema, readMarkerSchema, userIdPathSchema } from "./channels.schemas.ts";
 
@@ -74,7 +74,7 @@ export const history = createRoute({
   path: "/api/channels/{id}/messages",
   summary: "A channel's history with before/after cursors (members only)",
   request: { params: channelIdParamsSchema, query: historyQuerySchema },
-  responses: { 200: jsonContent(z.array(messageSchema), "Newest first, or oldest first with `after`"), ...refusals },
+  responses: { 200: jsonContent(z.array(historyEntrySchema), "Newest first, or oldest first with `after`; deleted messages as `{ id, deleted: true }`"), ...refusals },
 });
 
 export const read = createRoute({

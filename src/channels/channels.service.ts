@@ -73,6 +73,7 @@ export function createChannelsService({ db, membership }: { db: Db; membership: 
   return {
     listFor: (user: AuthUser) => listFor(user.id),
     assertMember,
+    findVisible,
 
     async create(user: AuthUser, input: { name: string; kind: "public" | "private" }): Promise<ChannelView> {
       const channel = await db.channel.create({

@@ -11,6 +11,8 @@ const minimumRole = {
   "audit.read": "admin",
   /** Adding members to a private channel one did not create (its creator always may). */
   "channels.invite": "moderator",
+  /** Deleting any message, wherever it is (authors always delete their own); audited. */
+  "messages.deleteAny": "moderator",
 } as const satisfies Record<string, Role>;
 
 export type Permission = keyof typeof minimumRole;
@@ -21,7 +23,7 @@ export type Permission = keyof typeof minimumRole;
  * (so a moderator cannot ban an admin).
  */
 export function authorize(actor: { id: number; role: Role }, permission: Permission, target?: { id: number; role: Role }): void {
-  if (rank[actor.role] < rank[minimumRole[permission]]) {
+  if (!hasRole(actor, permission)) {
     throw new AppError("FORBIDDEN", `This needs the ${minimumRole[permission]} role`);
   }
   if (!target) return;
@@ -29,4 +31,9 @@ export function authorize(actor: { id: number; role: Role }, permission: Permiss
   if (permission === "users.ban" && rank[target.role] > rank[actor.role]) {
     throw new AppError("FORBIDDEN", `A ${actor.role} cannot ban or unban an ${target.role}`);
   }
+}
+
+/** Whether `actor`'s role reaches the one `permission` needs. */
+export function hasRole(actor: { role: Role }, permission: Permission): boolean {
+  return rank[actor.role] >= rank[minimumRole[permission]];
 }

@@ -46,3 +46,15 @@ export function allOf(...limiters: (RateLimiterAbstract | undefined)[]): Limiter
     },
   };
 }
+
+/** Takes one point for `key` if there is one: false when the limit is spent (for quiet throttles). */
+export async function tryConsume(limiter: Limiter | undefined, key: string): Promise<boolean> {
+  if (!limiter) return true;
+  try {
+    await limiter.consume(key);
+    return true;
+  } catch (error) {
+    if (error instanceof RateLimiterRes) return false;
+    throw error;
+  }
+}

@@ -1,6 +1,15 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { errorResponse, jsonBody, jsonContent, protectedResponses, validationResponses } from "../lib/responses.ts";
-import { historyQuerySchema, messageInputSchema, messageSchema } from "./messages.schemas.ts";
+import {
+  historyEntrySchema,
+  historyQuerySchema,
+  messageEditSchema,
+  messageIdParamsSchema,
+  messageInputSchema,
+  messageSchema,
+  searchHitSchema,
+  searchQuerySchema,
+} from "./messages.schemas.ts";
 
 export const history = createRoute({
   method: "get",
@@ -10,7 +19,7 @@ export const history = createRoute({
   security: [{ bearerAuth: [] }],
   request: { query: historyQuerySchema },
   responses: {
-    200: jsonContent(z.array(messageSchema), "Newest first, or oldest first with `after`"),
+    200: jsonContent(z.array(historyEntrySchema), "Newest first, or oldest first with `after`; deleted messages as `{ id, deleted: true }`"),
     ...validationResponses,
     ...protectedResponses,
   },
@@ -24,10 +33,53 @@ export const send = createRoute({
   security: [{ bearerAuth: [] }],
   request: { body: jsonBody(messageInputSchema) },
   responses: {
-    201: jsonContent(messageSchema, "Stored, committed and broadcast (or, for a repeated clientId, the first message)"),
+    201: jsonContent(historyEntrySchema, "Stored, committed and broadcast (or, for a repeated clientId, the first message, or its tombstone if deleted)"),
     ...validationResponses,
     ...protectedResponses,
     403: errorResponse("FORBIDDEN: userId is not the token's user"),
     413: errorResponse("PAYLOAD_TOO_LARGE"),
+  },
+});
+
+const refusals = {
+  ...validationResponses,
+  ...protectedResponses,
+  403: errorResponse("FORBIDDEN: not the author (or, to delete, not a moderator)"),
+  404: errorResponse("NOT_FOUND: no such message, or one in a channel the caller cannot see"),
+};
+
+export const edit = createRoute({
+  method: "patch",
+  path: "/api/messages/{id}",
+  tags: ["messages"],
+  summary: "Edit a message (its author only); members get `message:updated`",
+  security: [{ bearerAuth: [] }],
+  request: { params: messageIdParamsSchema, body: jsonBody(messageEditSchema) },
+  responses: { 200: jsonContent(messageSchema, "The edited message, with `editedAt`"), ...refusals },
+});
+
+export const remove = createRoute({
+  method: "delete",
+  path: "/api/messages/{id}",
+  tags: ["messages"],
+  summary: "Delete a message (its author, a moderator or an admin); members get `message:deleted`",
+  security: [{ bearerAuth: [] }],
+  request: { params: messageIdParamsSchema },
+  responses: { 204: { description: "Deleted (or already deleted); its text is erased" }, ...refusals },
+});
+
+export const search = createRoute({
+  method: "get",
+  path: "/api/messages/search",
+  tags: ["messages"],
+  summary: "Full-text search over the channels the caller is a member of",
+  security: [{ bearerAuth: [] }],
+  request: { query: searchQuerySchema },
+  responses: {
+    200: jsonContent(z.array(searchHitSchema), "Best match first, then newest"),
+    ...validationResponses,
+    ...protectedResponses,
+    403: errorResponse("FORBIDDEN: channelId is a public channel the caller has not joined"),
+    404: errorResponse("NOT_FOUND: channelId is not a channel the caller can see"),
   },
 });

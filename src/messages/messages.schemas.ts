@@ -1,36 +1,42 @@
 import { z } from "@hono/zod-openapi";
 import { codePoints, idParam, limitParam, MAX_ID, storableText, storableTextMessage } from "../lib/schemas.ts";
 
+/** Message text: trimmed, 1–4000 code points, storable in PostgreSQL. Sent and edited alike. */
+export const messageContentSchema = z
+  .string({ error: "must be a string" })
+  .max(16_000, "must be at most 4000 characters")
+  .transform((s) => s.trim())
+  .pipe(
+    z
+      .string()
+      .refine((s) => codePoints(s) >= 1, "must not be empty")
+      .refine((s) => codePoints(s) <= 4000, "must be at most 4000 characters")
+      .refine(storableText, storableTextMessage),
+  )
+  .openapi({ type: "string", minLength: 1, maxLength: 4000 });
+
+/** A positive int4 id inside a JSON body or socket payload. */
+const bodyId = (description: string) =>
+  z
+    .number({ error: "must be an integer" })
+    .int("must be an integer")
+    .positive("must be a positive id")
+    .max(MAX_ID, "is too large")
+    .openapi({ description });
+
 /**
  * A message as a client sends it, over Socket.IO or REST (api.md §3). The same schema
  * validates both, so both refuse the same things with the same details.
  */
 export const messageInputSchema = z
   .object({
-    content: z
-      .string({ error: "must be a string" })
-      .max(16_000, "must be at most 4000 characters")
-      .transform((s) => s.trim())
-      .pipe(
-        z
-          .string()
-          .refine((s) => codePoints(s) >= 1, "must not be empty")
-          .refine((s) => codePoints(s) <= 4000, "must be at most 4000 characters")
-          .refine(storableText, storableTextMessage),
-      )
-      .openapi({ type: "string", minLength: 1, maxLength: 4000 }),
+    content: messageContentSchema,
     userId: z
       .number({ error: "must be an integer" })
       .int("must be an integer")
       .optional()
       .openapi({ description: "if sent, must equal the token's user" }),
-    channelId: z
-      .number({ error: "must be an integer" })
-      .int("must be an integer")
-      .positive("must be a positive id")
-      .max(MAX_ID, "is too large")
-      .optional()
-      .openapi({ description: "the channel to post in; general when left out" }),
+    channelId: bodyId("the channel to post in; general when left out").optional(),
     clientId: z
       .string({ error: "must be a string" })
       .min(1, "must not be empty")
@@ -51,10 +57,40 @@ export const messageSchema = z
     username: z.string(),
     content: z.string(),
     timestamp: z.string().openapi({ format: "date-time" }),
+    editedAt: z.string().optional().openapi({ format: "date-time", description: "present once the author has edited it" }),
   })
   .openapi("Message");
 
 export type ChatMessage = z.infer<typeof messageSchema>;
+
+/** What history shows in place of a deleted message: its id, and that it is gone (api.md §8). */
+export const deletedMessageSchema = z.object({ id: z.number().int(), deleted: z.literal(true) }).openapi("DeletedMessage");
+
+export type DeletedMessage = z.infer<typeof deletedMessageSchema>;
+
+/** A history entry: a message, or the tombstone of a deleted one. */
+export const historyEntrySchema = z.union([messageSchema, deletedMessageSchema]).openapi("HistoryEntry");
+
+export type HistoryEntry = z.infer<typeof historyEntrySchema>;
+
+export const messageEditSchema = z.object({ content: messageContentSchema }).openapi("MessageEdit");
+
+/** Broadcast `message:updated`. */
+export const messageUpdatedSchema = z
+  .object({ id: z.number().int(), channelId: z.number().int(), content: z.string(), editedAt: z.string().openapi({ format: "date-time" }) })
+  .openapi("MessageUpdated");
+
+export type MessageUpdated = z.infer<typeof messageUpdatedSchema>;
+
+/** Broadcast `message:deleted`. */
+export type MessageDeleted = { id: number; channelId: number };
+
+export const messageIdParamsSchema = z.object({
+  id: idParam.openapi({ param: { name: "id", in: "path" }, type: "integer" }),
+});
+
+/** Client `typing { channelId }`. */
+export const typingInputSchema = z.object({ channelId: bodyId("the channel the caller is typing in") }).openapi("TypingInput");
 
 export const historyQuerySchema = z
   .object({
@@ -68,3 +104,35 @@ export const historyQuerySchema = z
   });
 
 export type HistoryQuery = z.output<typeof historyQuerySchema>;
+
+/**
+ * `GET /api/messages/search`. `q` is plain user text: only its words are used, so quotes,
+ * operators and punctuation mean nothing and can never make the query fail.
+ */
+export const searchQuerySchema = z.object({
+  q: z
+    .string({ error: "is required" })
+    .max(1024, "must be at most 256 characters")
+    .transform((s) => s.trim())
+    .pipe(
+      z
+        .string()
+        .refine((s) => codePoints(s) >= 1, "must not be empty")
+        .refine((s) => codePoints(s) <= 256, "must be at most 256 characters"),
+    )
+    .openapi({ type: "string", minLength: 1, maxLength: 256, description: "words to find; the last one also matches as a prefix" }),
+  channelId: idParam.optional().openapi({ type: "integer", description: "only this channel (the caller must be a member)" }),
+  before: idParam.optional().openapi({ type: "integer", description: "only messages older than this id" }),
+  limit: limitParam(1, 100, 20),
+});
+
+export type SearchQuery = z.output<typeof searchQuerySchema>;
+
+export const searchHitSchema = z
+  .object({
+    message: messageSchema,
+    highlight: z.string().openapi({ description: "HTML-escaped excerpt with each match wrapped in <mark>…</mark>" }),
+  })
+  .openapi("SearchHit");
+
+export type SearchHit = z.infer<typeof searchHitSchema>;

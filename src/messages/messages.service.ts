@@ -2,21 +2,38 @@ import { Prisma } from "../generated/prisma/client.ts";
 import type { Db } from "../lib/db.ts";
 import { isUniqueViolation } from "../lib/db.ts";
 import { AppError } from "../lib/errors.ts";
+import { hasRole } from "../lib/policy.ts";
+import type { AuditService } from "../audit/audit.service.ts";
 import { consumeOrThrow, type Limiter } from "../lib/rate-limit.ts";
 import type { AuthUser } from "../lib/tokens.ts";
 import type { ChannelsService } from "../channels/channels.service.ts";
 import { GENERAL_CHANNEL_ID } from "../channels/general.ts";
-import type { ChatMessage, HistoryQuery, MessageInput } from "./messages.schemas.ts";
+import type { ChatMessage, DeletedMessage, HistoryEntry, HistoryQuery, MessageDeleted, MessageInput, MessageUpdated } from "./messages.schemas.ts";
 
-/** Delivers a committed message to the sockets of its channel's members. */
-export type Publish = (message: ChatMessage) => void;
+/** Delivers committed changes to the sockets of the channel's members (the realtime layer). */
+export interface MessageEvents {
+  created(message: ChatMessage): void;
+  updated(update: MessageUpdated): void;
+  deleted(deletion: MessageDeleted): void;
+}
 
 export type MessagesService = ReturnType<typeof createMessagesService>;
 
 const withAuthor = { user: { select: { username: true } } } as const;
 
-function toChatMessage(row: { id: number; channelId: number; userId: number; content: string; createdAt: Date; user: { username: string } }): ChatMessage {
-  return {
+type MessageRow = {
+  id: number;
+  channelId: number;
+  userId: number;
+  content: string;
+  createdAt: Date;
+  editedAt: Date | null;
+  deletedAt: Date | null;
+  user: { username: string };
+};
+
+export function toChatMessage(row: Omit<MessageRow, "deletedAt">): ChatMessage {
+  const message: ChatMessage = {
     id: row.id,
     channelId: row.channelId,
     userId: row.userId,
@@ -24,10 +41,19 @@ function toChatMessage(row: { id: number; channelId: number; userId: number; con
     content: row.content,
     timestamp: row.createdAt.toISOString(),
   };
+  if (row.editedAt) message.editedAt = row.editedAt.toISOString();
+  return message;
 }
 
-export function createMessagesService(deps: { db: Db; channels: ChannelsService; publish: Publish; limiter?: Limiter }) {
-  const { db, channels, publish, limiter } = deps;
+/** A deleted message keeps its id (and place in history) but nothing of what it said. */
+function toHistoryEntry(row: MessageRow): HistoryEntry {
+  return row.deletedAt ? tombstone(row.id) : toChatMessage(row);
+}
+
+const tombstone = (id: number): DeletedMessage => ({ id, deleted: true });
+
+export function createMessagesService(deps: { db: Db; channels: ChannelsService; audit: AuditService; publish: MessageEvents; limiter?: Limiter }) {
+  const { db, channels, audit, publish, limiter } = deps;
   // Writes not yet acknowledged; graceful shutdown waits for them.
   const inFlight = new Set<Promise<unknown>>();
   // Per channel, the last write in line. Each write waits for the one before it to be
@@ -48,7 +74,35 @@ export function createMessagesService(deps: { db: Db; channels: ChannelsService;
   }
   let closed = false;
 
-  async function store(author: AuthUser, channelId: number, input: MessageInput): Promise<{ message: ChatMessage; created: boolean }> {
+  /** Runs a write, refused once shutdown starts and waited for by `close()` once accepted. */
+  async function accepted<T>(write: () => Promise<T>): Promise<T> {
+    if (closed) throw new AppError("UNAVAILABLE", "The server is shutting down; send again after reconnecting");
+    // Tracked from acceptance on, so a shutdown that starts during the checks inside still waits for it.
+    const running = write();
+    inFlight.add(running);
+    try {
+      return await running;
+    } finally {
+      inFlight.delete(running);
+    }
+  }
+
+  /**
+   * The message `actor` wants to act on. Missing messages, and messages in private or direct
+   * channels the actor is not in, are NOT_FOUND alike, unless the actor may delete anywhere.
+   */
+  async function findForAction(actor: AuthUser, messageId: number, { anywhere }: { anywhere: boolean }) {
+    const row = await db.message.findUnique({ where: { id: messageId }, include: withAuthor });
+    if (!row) throw new AppError("NOT_FOUND", "No such message");
+    if (!anywhere) {
+      await channels.findVisible(actor.id, row.channelId).catch(() => {
+        throw new AppError("NOT_FOUND", "No such message");
+      });
+    }
+    return row;
+  }
+
+  async function store(author: AuthUser, channelId: number, input: MessageInput): Promise<{ message: HistoryEntry; created: boolean }> {
     try {
       // One writer per channel at a time across instances too, so ids are assigned in commit
       // order (api.md §8); `inChannelOrder` then publishes them in that order.
@@ -69,7 +123,7 @@ export function createMessagesService(deps: { db: Db; channels: ChannelsService;
           where: { userId_clientId: { userId: author.id, clientId: input.clientId } },
           include: withAuthor,
         });
-        return { message: toChatMessage(first), created: false };
+        return { message: toHistoryEntry(first), created: false };
       }
       if (error instanceof Prisma.PrismaClientKnownRequestError && error.code === "P2003") {
         throw new AppError("UNAUTHORIZED", "The account for this token no longer exists");
@@ -83,36 +137,81 @@ export function createMessagesService(deps: { db: Db; channels: ChannelsService;
      * Stores a message and, only once it is committed, publishes it. Returns the stored
      * message (the first one, for a repeated clientId, which is not published again).
      */
-    async send(author: AuthUser, input: MessageInput): Promise<ChatMessage> {
+    async send(author: AuthUser, input: MessageInput): Promise<HistoryEntry> {
       if (input.userId !== undefined && input.userId !== author.id) {
         throw new AppError("FORBIDDEN", "userId does not match the authenticated user");
       }
-      if (closed) throw new AppError("UNAVAILABLE", "The server is shutting down; send again after reconnecting");
-      // Tracked from acceptance on, so a shutdown that starts during the checks below still waits for it.
-      const write = (async () => {
+      return accepted(async () => {
         // Burst and sustained limits per author, for sockets and REST alike.
         await consumeOrThrow(limiter, String(author.id), "Too many messages; slow down");
         const channelId = input.channelId ?? GENERAL_CHANNEL_ID;
         await channels.assertMember(author.id, channelId);
         return inChannelOrder(channelId, async () => {
           const { message, created } = await store(author, channelId, input);
-          if (created) publish(message);
+          if (created) publish.created(message as ChatMessage);
           return message;
         });
-      })();
-      inFlight.add(write);
-      try {
-        return await write;
-      } finally {
-        inFlight.delete(write);
-      }
+      });
+    },
+
+    /**
+     * The author replaces a message's text (api.md §8). Unchanged text changes nothing and
+     * broadcasts nothing. A deleted message cannot be edited back to life: NOT_FOUND.
+     */
+    async edit(author: AuthUser, messageId: number, content: string): Promise<ChatMessage> {
+      return accepted(async () => {
+        const row = await findForAction(author, messageId, { anywhere: false });
+        if (row.deletedAt) throw new AppError("NOT_FOUND", "No such message");
+        if (row.userId !== author.id) throw new AppError("FORBIDDEN", "Only the author can edit a message");
+        if (row.content === content) return toChatMessage(row);
+        return inChannelOrder(row.channelId, async () => {
+          // `deletedAt: null` in the same statement: a delete that won the race is not undone.
+          const updated = await db.message
+            .update({ where: { id: messageId, deletedAt: null }, data: { content, editedAt: new Date() }, include: withAuthor })
+            .catch((error) => {
+              if (error instanceof Prisma.PrismaClientKnownRequestError && error.code === "P2025") throw new AppError("NOT_FOUND", "No such message");
+              throw error;
+            });
+          const message = toChatMessage(updated);
+          publish.updated({ id: message.id, channelId: message.channelId, content: message.content, editedAt: message.editedAt! });
+          return message;
+        });
+      });
+    },
+
+    /**
+     * Authors delete their own messages; moderators and admins any message, audited (§7).
+     * The text is erased, not hidden: history and search keep only `{ id, deleted: true }`.
+     * Deleting a deleted message again is a harmless no-op.
+     */
+    async remove(actor: AuthUser, messageId: number, ip: string): Promise<void> {
+      return accepted(async () => {
+        const moderator = hasRole(actor, "messages.deleteAny");
+        const row = await findForAction(actor, messageId, { anywhere: moderator });
+        const byAuthor = row.userId === actor.id;
+        if (!byAuthor && !moderator) throw new AppError("FORBIDDEN", "Only the author or a moderator can delete a message");
+        if (row.deletedAt) return;
+        await inChannelOrder(row.channelId, async () => {
+          const erased = await db.$transaction(async (tx) => {
+            const { count } = await tx.message.updateMany({ where: { id: messageId, deletedAt: null }, data: { content: "", deletedAt: new Date() } });
+            if (count > 0 && !byAuthor) {
+              await audit.record(
+                { actorId: actor.id, action: "message_delete", targetType: "message", targetId: messageId, ip, meta: { channelId: row.channelId, authorId: row.userId } },
+                tx,
+              );
+            }
+            return count > 0;
+          });
+          if (erased) publish.deleted({ id: messageId, channelId: row.channelId });
+        });
+      });
     },
 
     /**
      * api.md §4: newest first by default and with `before`, oldest first with `after`, for a
      * channel the reader belongs to.
      */
-    async history(reader: AuthUser, channelId: number, { limit, before, after }: HistoryQuery): Promise<ChatMessage[]> {
+    async history(reader: AuthUser, channelId: number, { limit, before, after }: HistoryQuery): Promise<HistoryEntry[]> {
       await channels.assertMember(reader.id, channelId);
       const cursor = after !== undefined ? { id: { gt: after } } : before !== undefined ? { id: { lt: before } } : {};
       const rows = await db.message.findMany({
@@ -121,7 +220,7 @@ export function createMessagesService(deps: { db: Db; channels: ChannelsService;
         take: limit,
         include: withAuthor,
       });
-      return rows.map(toChatMessage);
+      return rows.map(toHistoryEntry);
     },
 
     /** Refuses new messages and resolves when every accepted write has finished. */

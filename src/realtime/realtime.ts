@@ -1,13 +1,16 @@
 import type { Server, Socket } from "socket.io";
 import { logServerFault, toAppError, validationError } from "../lib/errors.ts";
 import type { Logger } from "../lib/logger.ts";
-import { messageInputSchema } from "../messages/messages.schemas.ts";
-import type { MessagesService } from "../messages/messages.service.ts";
+import { messageInputSchema, typingInputSchema } from "../messages/messages.schemas.ts";
+import type { MessageEvents, MessagesService } from "../messages/messages.service.ts";
+import type { ChannelsService } from "../channels/channels.service.ts";
+import { tryConsume, type Limiter } from "../lib/rate-limit.ts";
+import type { Presence } from "../presence/presence.service.ts";
 import type { Authenticator } from "../sessions/authenticator.ts";
 import type { Disconnector } from "../sessions/revocations.ts";
 import type { MembershipEvents } from "../channels/channels.service.ts";
 import type { Db } from "../lib/db.ts";
-import type { Ack, ClientToServerEvents, InterServerEvents, ServerToClientEvents, SocketData } from "./contract.ts";
+import type { ClientToServerEvents, InterServerEvents, ServerToClientEvents, SocketData } from "./contract.ts";
 
 export type ChatServer = Server<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;
 type ChatSocket = Socket<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;
@@ -114,6 +117,15 @@ export function socketMembership(io: ChatServer): MembershipEvents {
   };
 }
 
+/** Committed messages, edits and deletions go to the sockets of the channel's members only. */
+export function messageEvents(io: ChatServer): MessageEvents {
+  return {
+    created: (message) => io.to(channelRoom(message.channelId)).emit("message", message),
+    updated: (update) => io.to(channelRoom(update.channelId)).emit("message:updated", update),
+    deleted: (deletion) => io.to(channelRoom(deletion.channelId)).emit("message:deleted", deletion),
+  };
+}
+
 /** Tells every socket of a user that their read marker moved, so unread counts agree everywhere. */
 export function readMarkerNotifier(io: ChatServer) {
   return (userId: number, channelId: number, lastReadId: number) => {
@@ -133,28 +145,65 @@ export function socketDisconnector(io: ChatServer): Disconnector {
   };
 }
 
+/**
+ * Runs one client event: the ack, if the client asked for one, is always the last argument
+ * and gets `{ ok: true, ... }` or `{ ok: false, error }`; without one, a refusal goes to the
+ * sender as `<event>:error`. Either way the connection stays up.
+ */
+function onEvent<R extends object>(
+  socket: ChatSocket,
+  event: "message" | "typing",
+  logger: Logger,
+  run: (payload: unknown) => Promise<R>,
+): void {
+  socket.on(event, async (...args: unknown[]) => {
+    const ack = typeof args.at(-1) === "function" ? (args.pop() as (result: unknown) => void) : undefined;
+    try {
+      const result = await run(args[0]);
+      ack?.({ ok: true, ...result });
+    } catch (error) {
+      const appError = toAppError(error);
+      logServerFault(logger, appError, error, { userId: socket.data.user.id, socketId: socket.id, event });
+      if (ack) ack({ ok: false, error: appError.toBody() });
+      else socket.emit(`${event}:error`, appError.toBody());
+    }
+  });
+}
+
 /** Wires the client events to the same services the REST routes call. */
-export function handleChatEvents(io: ChatServer, deps: { messages: MessagesService; authenticator: Authenticator; logger: Logger }): void {
-  const { messages, authenticator, logger } = deps;
+export function handleChatEvents(
+  io: ChatServer,
+  deps: { messages: MessagesService; channels: ChannelsService; presence: Presence; typingLimiter?: Limiter; authenticator: Authenticator; logger: Logger },
+): void {
+  const { messages, channels, presence, typingLimiter, authenticator, logger } = deps;
   io.on("connection", (socket: ChatSocket) => {
     const { id: userId, sessionId } = socket.data.user;
 
     // Handlers first, synchronously: an event sent right after connecting must find them.
-    socket.on("message", async (...args: unknown[]) => {
-      // The ack, if the client asked for one, is always the last argument.
-      const ack = typeof args.at(-1) === "function" ? (args.pop() as (result: Ack<unknown>) => void) : undefined;
-      try {
-        const parsed = messageInputSchema.safeParse(args[0]);
-        if (!parsed.success) throw validationError(parsed.error.issues, "Message failed validation");
-        const author = await authenticator.current(socket.data.user);
-        const message = await messages.send(author, parsed.data);
-        ack?.({ ok: true, message });
-      } catch (error) {
-        const appError = toAppError(error);
-        logServerFault(logger, appError, error, { userId, socketId: socket.id, event: "message" });
-        if (ack) ack({ ok: false, error: appError.toBody() });
-        else socket.emit("message:error", appError.toBody());
-      }
+    onEvent(socket, "message", logger, async (payload) => {
+      const parsed = messageInputSchema.safeParse(payload);
+      if (!parsed.success) throw validationError(parsed.error.issues, "Message failed validation");
+      const author = await authenticator.current(socket.data.user);
+      return { message: await messages.send(author, parsed.data) };
+    });
+
+    onEvent(socket, "typing", logger, async (payload) => {
+      const parsed = typingInputSchema.safeParse(payload);
+      if (!parsed.success) throw validationError(parsed.error.issues, "Typing event failed validation");
+      const { channelId } = parsed.data;
+      await authenticator.current(socket.data.user);
+      // The socket's rooms follow membership; only when it is not in the room does the
+      // database say why (NOT_FOUND or FORBIDDEN, as over REST).
+      if (!socket.rooms.has(channelRoom(channelId))) await channels.assertMember(userId, channelId);
+      // Throttled per user and channel: within the window, further typing events are dropped quietly.
+      if (await tryConsume(typingLimiter, `${userId}:${channelId}`)) socket.to(channelRoom(channelId)).except(userRoom(userId)).emit("typing", { channelId, userId });
+      return {};
+    });
+
+    // Presence counts users, not sockets: only the first socket in and the last out are news.
+    if (presence.connected(userId)) io.emit("presence", { userId, status: "online" });
+    socket.on("disconnect", () => {
+      if (presence.disconnected(userId)) io.emit("presence", { userId, status: "offline" });
     });
 
     void (async () => {

@@ -5,11 +5,18 @@ import type { ChatClient } from "./server.ts";
 /** One event a socket received: its name and first argument. */
 export type Recorded = [event: string, payload: unknown];
 
-/** Records every event a socket receives, from now on, in order. */
-export function record(socket: ChatClient) {
+/**
+ * Events about other users' connections, which any test that opens sockets causes: left out
+ * unless asked for, so a recording shows what the test itself did.
+ */
+const ambient = new Set(["presence"]);
+
+/** Records every event a socket receives (but `presence`, unless `withPresence`), from now on, in order. */
+export function record(socket: ChatClient, { withPresence = false } = {}) {
   const events: Recorded[] = [];
   const waiters = new Set<() => void>();
   const listener = (event: string, ...args: unknown[]) => {
+    if (!withPresence && ambient.has(event)) return;
     events.push([event, args[0]]);
     for (const wake of waiters) wake();
   };

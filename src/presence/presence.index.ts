@@ -1,0 +1,11 @@
+import type { MiddlewareHandler } from "hono";
+import type { AppEnv } from "../lib/app-env.ts";
+import { createRouter } from "../lib/create-router.ts";
+import * as routes from "./presence.routes.ts";
+import type { Presence } from "./presence.service.ts";
+
+export function presenceRouter({ presence, requireAuth }: { presence: Presence; requireAuth: MiddlewareHandler<AppEnv> }) {
+  const router = createRouter();
+  router.use("/api/presence", requireAuth);
+  return router.openapi(routes.online, (c) => c.json(presence.online(), 200));
+}
