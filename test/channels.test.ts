@@ -10,7 +10,7 @@ setDefaultTimeout(TEST_TIMEOUT_MS);
 
 // api.md §8 (conversations: channels, membership-scoped delivery, direct channels, per-channel
 // history, read markers, ordering) on top of §3/§4, with §0's error shape for every refusal.
-// Edits, deletes, presence, typing and search are not built yet and are not tested here.
+// Edits and deletes: edits.test.ts; presence and typing: presence.test.ts; search: search.test.ts.
 
 const t = await startTestServer();
 
