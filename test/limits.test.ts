@@ -446,4 +446,22 @@ describe("messages per user (RATE_LIMIT_MESSAGES_BURST=5/2s, RATE_LIMIT_MESSAGES
 
     expect(await storedContents(sender.user.id)).toEqual(["socket 1", "socket 2", "socket 3", "rest 4", "rest 5"]);
   });
+
+  test("edits spend the same budget (each is broadcast like a message): the 6th edit or message is 429 and changes nothing", async () => {
+    const server = msgServer;
+    const sender = await server.register();
+    const socket = await connect(sender.token, "polling");
+    const edit = (id: number, content: string) =>
+      fetch(`${server.url}/api/messages/${id}`, { method: "PATCH", headers: { ...json, authorization: `Bearer ${sender.token}` }, body: JSON.stringify({ content }) });
+
+    const first = await sendOk(socket, "version 1");
+    for (let v = 2; v <= 5; v++) {
+      const res = await edit(first.id, `version ${v}`);
+      expect(res.status).toBe(200);
+      await res.body?.cancel();
+    }
+    await expectRateLimited(await edit(first.id, "version 6"), 2);
+    expectRateLimitedError((await sendWithAck(socket, { content: "one message too many" })).error, 2);
+    expect(await storedContents(sender.user.id)).toEqual(["version 5"]);
+  });
 });

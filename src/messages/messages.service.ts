@@ -160,6 +160,8 @@ export function createMessagesService(deps: { db: Db; channels: ChannelsService;
      */
     async edit(author: AuthUser, messageId: number, content: string): Promise<ChatMessage> {
       return accepted(async () => {
+        // An edit is broadcast like a message, so it spends the same budget.
+        await consumeOrThrow(limiter, String(author.id), "Too many messages; slow down");
         const row = await findForAction(author, messageId, { anywhere: false });
         if (row.deletedAt) throw new AppError("NOT_FOUND", "No such message");
         if (row.userId !== author.id) throw new AppError("FORBIDDEN", "Only the author can edit a message");

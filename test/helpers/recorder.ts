@@ -11,8 +11,17 @@ export type Recorded = [event: string, payload: unknown];
  */
 const ambient = new Set(["presence"]);
 
-/** Records every event a socket receives (but `presence`, unless `withPresence`), from now on, in order. */
-export function record(socket: ChatClient, { withPresence = false } = {}) {
+/** Records every event a socket receives but `presence`, from now on, in order. */
+export function record(socket: ChatClient) {
+  return recorder(socket, false);
+}
+
+/** Records every event a socket receives, `presence` included, from now on, in order. */
+export function recordWithPresence(socket: ChatClient) {
+  return recorder(socket, true);
+}
+
+function recorder(socket: ChatClient, withPresence: boolean) {
   const events: Recorded[] = [];
   const waiters = new Set<() => void>();
   const listener = (event: string, ...args: unknown[]) => {
