@@ -18,40 +18,71 @@ import { toChatMessage } from "./messages.service.ts";
  */
 const documentVector = Prisma.sql`(to_tsvector('russian'::regconfig, m.content) || to_tsvector('simple'::regconfig, m.content))`;
 
-/** At most this many words of `q` are used; the rest would only narrow an already narrow search. */
-const MAX_WORDS = 16;
+/** At most this many whitespace-separated terms of `q` are used. */
+const MAX_TERMS = 16;
 
-/** Letters (with their combining marks) and digits: everything else in `q` only separates words. */
+/** Letters (with their combining marks) and digits: the words inside a term, for prefixes. */
 const wordPattern = /[\p{L}\p{M}\p{N}]+/gu;
 
-// Private-use characters mark the matches in ts_headline's output. They are removed from the
-// text first, so every marker is ours; the excerpt is then HTML-escaped and they become <mark>.
+// Private-use characters carry markup through ts_headline: U+E000/U+E001 mark the matches, and
+// U+E002/U+E003 stand in for "<" and ">", which ts_headline would otherwise parse as HTML tags and
+// drop. Any already in the text are removed first, so every one in the output is ours; the excerpt
+// is then HTML-escaped and they become <mark>, </mark>, &lt; and &gt;.
 const MARK_START = "\uE000";
 const MARK_END = "\uE001";
-const headlineOptions = `StartSel=${MARK_START}, StopSel=${MARK_END}, MaxWords=30, MinWords=12, MaxFragments=2, FragmentDelimiter=" … "`;
+const LT = "\uE002";
+const GT = "\uE003";
+const headlineOptions = `StartSel=${MARK_START}, StopSel=${MARK_END}, MaxWords=35, MinWords=15`;
 
-/** The words of `q`, as the search uses them. */
-export function searchWords(q: string): string[] {
-  return (q.normalize("NFC").match(wordPattern) ?? []).slice(0, MAX_WORDS);
+/**
+ * The terms of `q`: its whitespace-separated pieces that hold at least one letter or digit,
+ * each with the words inside it. A term goes to plainto_tsquery whole, so "3.14", "e-mail" or
+ * "user@example.com" match the single lexemes PostgreSQL's parser makes of them.
+ */
+export function searchTerms(q: string): { text: string; words: string[] }[] {
+  return q
+    .normalize("NFC")
+    .replaceAll("\u0000", "")
+    .toWellFormed()
+    .split(/\s+/u)
+    .map((text) => ({ text, words: text.match(wordPattern) ?? [] }))
+    .filter((term) => term.words.length > 0)
+    .slice(0, MAX_TERMS);
+}
+
+/** `word` as a prefix of a stem or of a word as written ("runn" finds "running", stemmed "run"). */
+const prefixOf = (word: string) =>
+  Prisma.sql`(to_tsquery('russian'::regconfig, ${word + ":*"}) || to_tsquery('simple'::regconfig, ${word + ":*"}))`;
+
+/**
+ * The search query: every term must match (as stems, through plainto_tsquery, which takes any
+ * text and never fails), and the last one may instead match with its last word as a prefix,
+ * for search-as-you-type. Terms and words are bound parameters, and to_tsquery only ever sees
+ * letters and digits followed by ":*", so no input is query syntax and none can fail.
+ */
+function matchQuery(terms: { text: string; words: string[] }[]): Prisma.Sql {
+  const whole = terms.map(({ text }) => Prisma.sql`plainto_tsquery('russian'::regconfig, ${text})`);
+  const last = terms.at(-1)!;
+  const typing = Prisma.join([...last.words.slice(0, -1).map((w) => Prisma.sql`plainto_tsquery('russian'::regconfig, ${w})`), prefixOf(last.words.at(-1)!)], " && ");
+  return Prisma.join([...whole.slice(0, -1), Prisma.sql`(${whole.at(-1)!} || (${typing}))`], " && ");
 }
 
 /**
- * A tsquery built from words only, each passed as a bound parameter: every word must match
- * (as a stem), and the last also as a prefix of a stem or of a word as written. No part of
- * the user's text is ever parsed as query syntax, so no input can make it fail.
+ * What the highlight marks: any word of `q` as a prefix of a stem or of a word as written.
+ * The excerpt is parsed with `simple` (words as written), so both kinds of prefix apply.
  */
-function tsQuery(words: string[]): Prisma.Sql {
-  const last = words.at(-1)!;
-  const whole = words.slice(0, -1).map((w) => Prisma.sql`plainto_tsquery('russian'::regconfig, ${w})`);
-  const prefix = Prisma.sql`(to_tsquery('russian'::regconfig, ${last + ":*"}) || to_tsquery('simple'::regconfig, ${last + ":*"}))`;
-  return Prisma.join([...whole, prefix], " && ");
+function highlightQuery(terms: { words: string[] }[]): Prisma.Sql {
+  return Prisma.join(
+    terms.flatMap((t) => t.words).map(prefixOf),
+    " || ",
+  );
 }
 
 const escapeHtml = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;");
 
-/** ts_headline's output made safe to render: escaped, with our markers turned into <mark>. */
+/** ts_headline's output made safe to render: escaped, with our markers turned into markup. */
 export function toHighlight(headline: string): string {
-  return escapeHtml(headline).replaceAll(MARK_START, "<mark>").replaceAll(MARK_END, "</mark>");
+  return escapeHtml(headline).replaceAll(MARK_START, "<mark>").replaceAll(MARK_END, "</mark>").replaceAll(LT, "&lt;").replaceAll(GT, "&gt;");
 }
 
 type HitRow = {
@@ -72,10 +103,10 @@ export function createMessageSearch({ db, channels }: { db: Db; channels: Channe
     /** Best match first (then newest), over the channels the reader is a member of. */
     async search(reader: AuthUser, { q, channelId, before, limit }: SearchQuery): Promise<SearchHit[]> {
       if (channelId !== undefined) await channels.assertMember(reader.id, channelId);
-      const words = searchWords(q);
-      if (words.length === 0) return [];
+      const terms = searchTerms(q);
+      if (terms.length === 0) return [];
       const rows = await db.$queryRaw<HitRow[]>`
-        WITH query AS (SELECT ${tsQuery(words)} AS q),
+        WITH query AS (SELECT ${matchQuery(terms)} AS q, ${highlightQuery(terms)} AS marks),
         hits AS (
           SELECT m.id, m.channel_id, m.user_id, m.content, m.created_at, m.edited_at,
             ts_rank_cd(${documentVector}, query.q) AS rank
@@ -89,7 +120,9 @@ export function createMessageSearch({ db, channels }: { db: Db; channels: Channe
           LIMIT ${limit}::int
         )
         SELECT h.id, h.channel_id, h.user_id, u.username, h.content, h.created_at, h.edited_at,
-          ts_headline('russian'::regconfig, translate(h.content, ${MARK_START + MARK_END}, ''), query.q, ${headlineOptions}) AS headline
+          ts_headline('simple'::regconfig,
+            translate(translate(h.content, ${MARK_START + MARK_END + LT + GT}, ''), '<>', ${LT + GT}),
+            query.marks, ${headlineOptions}) AS headline
         FROM hits h JOIN users u ON u.id = h.user_id, query
         ORDER BY h.rank DESC, h.id DESC`;
       return rows.map((r) => ({
