@@ -201,16 +201,24 @@ export function handleChatEvents(
     });
 
     // Presence counts users, not sockets: only the first socket in and the last out are news.
-    if (presence.connected(userId)) io.emit("presence", { userId, status: "online" });
+    // A socket counts once its session has been re-checked below, so one cut at once is never announced.
+    let counted = false;
     socket.on("disconnect", () => {
-      if (presence.disconnected(userId)) io.emit("presence", { userId, status: "offline" });
+      if (counted && presence.disconnected(userId)) io.emit("presence", { userId, status: "offline" });
     });
 
     void (async () => {
       // Synchronously with settling: from here on, membership changes reach it through its user room.
       await socket.join([userRoom(userId), sessionRoom(sessionId), ...settleChannels(io, socket).map(channelRoom)]);
       // A revocation between the handshake and joining the rooms would have missed this socket.
-      await authenticator.current(socket.data.user).catch(() => socket.disconnect(true));
+      const alive = await authenticator.current(socket.data.user).then(
+        () => true,
+        () => false,
+      );
+      if (!alive) return void socket.disconnect(true);
+      if (!socket.connected) return;
+      counted = true;
+      if (presence.connected(userId)) io.emit("presence", { userId, status: "online" });
     })();
   });
 }
