@@ -19,6 +19,7 @@ import { createPresence } from "./presence/presence.service.ts";
 import { errorHandler, notFoundHandler } from "./middleware/error-handler.ts";
 import { refuseWhileDraining } from "./middleware/draining.ts";
 import { requireJsonBody } from "./middleware/json-body.ts";
+import { logRequests } from "./middleware/request-log.ts";
 import { requireAuth as requireAuthMiddleware } from "./middleware/require-auth.ts";
 import { limitPerIp, resolveClientIp } from "./middleware/client-ip.ts";
 import { auditRouter } from "./audit/audit.index.ts";
@@ -42,6 +43,7 @@ import {
 import { channelsRouter } from "./channels/channels.index.ts";
 import { createChannelsService } from "./channels/channels.service.ts";
 import { usersRouter } from "./users/users.index.ts";
+import { mountApiDocs } from "./docs/openapi.ts";
 import { createUsersService } from "./users/users.service.ts";
 
 export interface AppDeps {
@@ -103,6 +105,7 @@ export function createApp(deps: AppDeps) {
   const lifecycle = { draining: false };
   const app = createRouter();
   app.use(requestId({ headerName: "X-Request-Id" }));
+  app.use(logRequests(logger));
   app.use(secureHeaders());
   app.use(cors({ origin: corsOrigin(config.CORS_ORIGINS), exposeHeaders: ["Link", "X-Request-Id", "Retry-After"] }));
   // After the headers above, so a 503 while draining carries them too (and a browser can read it).
@@ -137,6 +140,8 @@ export function createApp(deps: AppDeps) {
         onRead: readMarkerNotifier(io),
       }),
     );
+
+  mountApiDocs(app);
 
   return { app, io, services, lifecycle };
 }

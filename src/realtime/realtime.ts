@@ -203,7 +203,10 @@ export function handleChatEvents(
     // Presence counts users, not sockets: only the first socket in and the last out are news.
     // A socket counts once its session has been re-checked below, so one cut at once is never announced.
     let counted = false;
-    socket.on("disconnect", () => {
+    const transport = () => socket.conn.transport.name;
+    logger.info({ socketId: socket.id, userId, transport: transport() }, "socket connected");
+    socket.on("disconnect", (reason) => {
+      logger.info({ socketId: socket.id, userId, transport: transport(), reason }, "socket disconnected");
       if (counted && presence.disconnected(userId)) io.emit("presence", { userId, status: "offline" });
     });
 

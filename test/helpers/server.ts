@@ -2,7 +2,7 @@ import { afterAll } from "bun:test";
 import { io as ioClient, type Socket } from "socket.io-client";
 import { createApp, type App } from "../../src/app.ts";
 import { loadConfig, type Config } from "../../src/config.ts";
-import { createLogger } from "../../src/lib/logger.ts";
+import { createLogger, type Logger } from "../../src/lib/logger.ts";
 import type { ClientToServerEvents, ServerToClientEvents } from "../../src/realtime/contract.ts";
 import { serve, type RunningServer } from "../../src/server.ts";
 import { createTestDatabase, type TestDatabase } from "./db.ts";
@@ -57,10 +57,10 @@ export const uniqueName = (prefix = "user") => `${prefix}_${++userCounter}_${cry
  * A real server on an ephemeral port over a fresh database, with the same `createApp`
  * and `serve` the entry point uses. Stopped and dropped after the file's tests.
  */
-export async function startTestServer(options: { env?: Record<string, string>; database?: TestDatabase } = {}): Promise<TestServer> {
+export async function startTestServer(options: { env?: Record<string, string>; database?: TestDatabase; logger?: Logger } = {}): Promise<TestServer> {
   const database = options.database ?? (await createTestDatabase());
   const config = testConfig(database.url, options.env);
-  const app = createApp({ config, db: database.db, logger: createLogger(config.LOG_LEVEL) });
+  const app = createApp({ config, db: database.db, logger: options.logger ?? createLogger(config.LOG_LEVEL) });
   const server = serve(app, config);
   const clients: ChatClient[] = [];
 

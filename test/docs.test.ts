@@ -1,0 +1,114 @@
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
+import { Validator } from "@seriousme/openapi-schema-validator";
+import { startTestServer, type Json } from "./helpers/server.ts";
+import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+
+// Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
+setDefaultTimeout(TEST_TIMEOUT_MS);
+
+// api.md §9: GET /openapi.json (OpenAPI 3.1 generated from the zod schemas that validate
+// requests) and GET /docs, which renders it with no network access.
+
+const t = await startTestServer();
+const doc: Json = await (await fetch(`${t.url}/openapi.json`)).json();
+
+const methods = ["get", "post", "put", "patch", "delete"] as const;
+
+/** Every REST route the server really answers, as "METHOD /openapi/{style}" (docs routes aside). */
+function servedRoutes(): string[] {
+  const routes = t.app.app.routes
+    .filter((r) => r.method !== "ALL" && !r.path.includes("*"))
+    .filter((r) => !r.path.startsWith("/docs") && r.path !== "/openapi.json")
+    .map((r) => `${r.method} ${r.path.replace(/:(\w+)/g, "{$1}")}`);
+  return [...new Set(routes)].sort();
+}
+
+function documentedRoutes(): string[] {
+  return Object.entries(doc.paths as Record<string, Record<string, unknown>>)
+    .flatMap(([path, item]) => methods.filter((m) => m in item).map((m) => `${m.toUpperCase()} ${path}`))
+    .sort();
+}
+
+function operations(): { route: string; op: Json }[] {
+  return Object.entries(doc.paths as Record<string, Record<string, Json>>).flatMap(([path, item]) =>
+    methods.filter((m) => m in item).map((m) => ({ route: `${m.toUpperCase()} ${path}`, op: item[m] })),
+  );
+}
+
+describe("GET /openapi.json", () => {
+  test("is a valid OpenAPI 3.1 document", async () => {
+    const validator = new Validator();
+    const result = await validator.validate(doc);
+    expect({ valid: result.valid, errors: result.errors }).toEqual({ valid: true, errors: undefined });
+    expect(validator.version).toBe("3.1");
+    expect(doc.openapi).toBe("3.1.0");
+  });
+
+  test("lists exactly the routes the server answers", () => {
+    const served = servedRoutes();
+    expect(served.length).toBeGreaterThan(20);
+    expect(documentedRoutes()).toEqual(served);
+  });
+
+  test("every protected operation names bearer auth and lists 401; every operation with input lists 400", () => {
+    const open = new Set(["GET /healthz", "GET /readyz", "POST /api/auth/register", "POST /api/auth/login", "POST /api/auth/refresh", "POST /api/auth/logout"]);
+    for (const { route, op } of operations()) {
+      const statuses = Object.keys(op.responses);
+      if (!open.has(route)) {
+        expect({ route, security: op.security }).toEqual({ route, security: [{ bearerAuth: [] }] });
+        expect({ route, has401: statuses.includes("401") }).toEqual({ route, has401: true });
+      }
+      const takesInput = op.requestBody !== undefined || (op.parameters ?? []).length > 0;
+      if (takesInput) expect({ route, has400: statuses.includes("400") }).toEqual({ route, has400: true });
+      // Every error response is the §0 error shape.
+      for (const status of statuses.filter((s) => Number(s) >= 400)) {
+        expect({ route, status, schema: op.responses[status].content["application/json"].schema }).toEqual({ route, status, schema: { $ref: "#/components/schemas/Error" } });
+      }
+    }
+    expect(doc.components.securitySchemes.bearerAuth).toEqual({ type: "http", scheme: "bearer", bearerFormat: "JWT" });
+  });
+
+  test("the documented limits are the ones the validators enforce (one schema for both)", async () => {
+    const input = doc.components.schemas.MessageInput;
+    expect(input.properties.content).toMatchObject({ type: "string", minLength: 1, maxLength: 4000 });
+    // The schema says 4000; the server refuses 4001 and accepts 4000.
+    const { token } = await t.register();
+    const post = (content: string) =>
+      fetch(`${t.url}/api/messages`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify({ content }) });
+    expect((await post("я".repeat(4000))).status).toBe(201);
+    expect((await post("я".repeat(4001))).status).toBe(400);
+    const search = operations().find((o) => o.route === "GET /api/messages/search")!.op;
+    const limit = search.parameters.find((p: Json) => p.name === "limit");
+    expect(limit.schema).toMatchObject({ minimum: 1, maximum: 100, default: 20 });
+  });
+
+  test("needs no token, and answers with JSON", async () => {
+    const res = await fetch(`${t.url}/openapi.json`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/^application\/json/);
+  });
+});
+
+describe("GET /docs", () => {
+  test("an HTML page that loads Swagger UI from this server only, pointed at /openapi.json", async () => {
+    const res = await fetch(`${t.url}/docs`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/^text\/html/);
+    const html = await res.text();
+    expect(html).not.toMatch(/https?:\/\//);
+    const assets = [...html.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1]!);
+    expect(assets.sort()).toEqual(["/docs/init.js", "/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css"]);
+    for (const asset of assets) {
+      const a = await fetch(`${t.url}${asset}`);
+      expect({ asset, status: a.status }).toEqual({ asset, status: 200 });
+      expect((await a.text()).length).toBeGreaterThan(asset.endsWith("init.js") ? 10 : 10_000);
+    }
+    expect(await (await fetch(`${t.url}/docs/init.js`)).text()).toContain('"/openapi.json"');
+  });
+
+  test.each(["/docs/index.html", "/docs/..%2Fpackage.json", "/docs/swagger-ui-bundle.js.map"])("%s → 404 in the error shape (only the listed assets are served)", async (path) => {
+    const res = await fetch(`${t.url}${path}`);
+    expect(res.status).toBe(404);
+    expect(((await res.json()) as Json).error.code).toBe("NOT_FOUND");
+  });
+});
