@@ -19,7 +19,9 @@ import { createPresence } from "./presence/presence.service.ts";
 import { errorHandler, notFoundHandler } from "./middleware/error-handler.ts";
 import { refuseWhileDraining } from "./middleware/draining.ts";
 import { requireJsonBody } from "./middleware/json-body.ts";
-import { logRequests } from "./middleware/request-log.ts";
+import { observeRequests } from "./middleware/observe-requests.ts";
+import { createMetrics } from "./metrics/metrics.ts";
+import { countRestMessages, metricsRouter } from "./metrics/metrics.index.ts";
 import { requireAuth as requireAuthMiddleware } from "./middleware/require-auth.ts";
 import { limitPerIp, resolveClientIp } from "./middleware/client-ip.ts";
 import { auditRouter } from "./audit/audit.index.ts";
@@ -68,6 +70,7 @@ export function createApp(deps: AppDeps) {
   const channels = createChannelsService({ db, membership: socketMembership(io) });
   const audit = createAuditService({ db });
   const presence = createPresence();
+  const metrics = createMetrics({ connectedSockets: () => io.of("/").sockets.size });
   const sessions = createSessionsService({ db, config, revocations, audit });
   const services = {
     audit,
@@ -82,6 +85,7 @@ export function createApp(deps: AppDeps) {
       channels,
       audit,
       publish: messageEvents(io),
+      onPersisted: metrics.persisted,
       limiter: allOf(
         createLimiter("messages-burst", config.RATE_LIMIT_MESSAGES_BURST),
         createLimiter("messages-sustained", config.RATE_LIMIT_MESSAGES_SUSTAINED),
@@ -98,6 +102,7 @@ export function createApp(deps: AppDeps) {
     typingLimiter: createLimiter("typing", config.RATE_LIMIT_TYPING),
     authenticator,
     logger,
+    metrics,
   });
 
   const requireAuth = requireAuthMiddleware(authenticator);
@@ -105,7 +110,9 @@ export function createApp(deps: AppDeps) {
   const lifecycle = { draining: false };
   const app = createRouter();
   app.use(requestId({ headerName: "X-Request-Id" }));
-  app.use(logRequests(logger));
+  app.use(observeRequests(logger, metrics));
+  // Before the body checks below, so a send they refuse is counted as rejected too.
+  app.use("/api/messages", countRestMessages(metrics));
   app.use(secureHeaders());
   app.use(cors({ origin: corsOrigin(config.CORS_ORIGINS), exposeHeaders: ["Link", "X-Request-Id", "Retry-After"] }));
   // After the headers above, so a 503 while draining carries them too (and a browser can read it).
@@ -129,6 +136,7 @@ export function createApp(deps: AppDeps) {
     .route("/", usersRouter({ users: services.users, requireAuth }))
     .route("/", messagesRouter({ messages: services.messages, search: services.search, requireAuth }))
     .route("/", presenceRouter({ presence, requireAuth }))
+    .route("/", metricsRouter({ metrics, token: config.METRICS_TOKEN }))
     .route("/", auditRouter({ audit, requireAuth }))
     .route(
       "/",

@@ -68,6 +68,8 @@ export const envSchema = z
     RATE_LIMIT_MESSAGES_SUSTAINED: rateLimit.default({ points: 120, durationSeconds: 60 }),
     /** `typing` events relayed per user and channel; the rest are dropped quietly. */
     RATE_LIMIT_TYPING: rateLimit.default({ points: 1, durationSeconds: 2 }),
+    /** When set, GET /metrics wants `Authorization: Bearer <METRICS_TOKEN>`. */
+    METRICS_TOKEN: z.string().min(16, "at least 16 characters").optional(),
     LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
     BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(64 * 1024),
     SOCKET_MAX_BUFFER_BYTES: z.coerce.number().int().min(1024).default(64 * 1024),

@@ -54,7 +54,9 @@ describe("GET /openapi.json", () => {
     const open = new Set(["GET /healthz", "GET /readyz", "POST /api/auth/register", "POST /api/auth/login", "POST /api/auth/refresh", "POST /api/auth/logout"]);
     for (const { route, op } of operations()) {
       const statuses = Object.keys(op.responses);
-      if (!open.has(route)) {
+      if (route === "GET /metrics") {
+        expect(op.security).toEqual([{ metricsToken: [] }]);
+      } else if (!open.has(route)) {
         expect({ route, security: op.security }).toEqual({ route, security: [{ bearerAuth: [] }] });
         expect({ route, has401: statuses.includes("401") }).toEqual({ route, has401: true });
       }

@@ -34,6 +34,7 @@ const init = `window.ui = SwaggerUIBundle({ url: "/openapi.json", dom_id: "#swag
  */
 export function mountApiDocs(app: AppRouter): void {
   app.openAPIRegistry.registerComponent("securitySchemes", "bearerAuth", { type: "http", scheme: "bearer", bearerFormat: "JWT" });
+  app.openAPIRegistry.registerComponent("securitySchemes", "metricsToken", { type: "http", scheme: "bearer", description: "METRICS_TOKEN, when set" });
   app.doc31("/openapi.json", openApiInfo);
   app.get("/docs", (c) => c.html(page));
   app.get("/docs/init.js", (c) => c.body(init, 200, { "content-type": "text/javascript; charset=utf-8" }));

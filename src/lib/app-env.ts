@@ -1,5 +1,6 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import type { AuthUser } from "./tokens.ts";
+import type { ErrorCode } from "./errors.ts";
 
 /** What middleware puts on the Hono context for handlers to read. */
 export interface AppEnv {
@@ -9,6 +10,8 @@ export interface AppEnv {
     clientIp: string;
     /** Set by `requireAuth` on protected routes. */
     user: AuthUser;
+    /** Set by the error handler when the request failed. */
+    errorCode?: ErrorCode;
   };
 }
 

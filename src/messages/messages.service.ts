@@ -52,8 +52,16 @@ function toHistoryEntry(row: MessageRow): HistoryEntry {
 
 const tombstone = (id: number): DeletedMessage => ({ id, deleted: true });
 
-export function createMessagesService(deps: { db: Db; channels: ChannelsService; audit: AuditService; publish: MessageEvents; limiter?: Limiter }) {
-  const { db, channels, audit, publish, limiter } = deps;
+export function createMessagesService(deps: {
+  db: Db;
+  channels: ChannelsService;
+  audit: AuditService;
+  publish: MessageEvents;
+  limiter?: Limiter;
+  /** Seconds each new message took to store and commit (the persist-latency metric). */
+  onPersisted?: (seconds: number) => void;
+}) {
+  const { db, channels, audit, publish, limiter, onPersisted } = deps;
   // Writes not yet acknowledged; graceful shutdown waits for them.
   const inFlight = new Set<Promise<unknown>>();
   // Per channel, the last write in line. Each write waits for the one before it to be
@@ -108,6 +116,7 @@ export function createMessagesService(deps: { db: Db; channels: ChannelsService;
       // order (api.md §8); `inChannelOrder` then publishes them in that order.
       // A batch, not an interactive transaction: under a burst, waiting for the lock must not
       // run into Prisma's interactive-transaction start and run timeouts.
+      const started = performance.now();
       const [, row] = await db.$transaction([
         db.$executeRaw`SELECT pg_advisory_xact_lock(${channelId}::int)`,
         db.message.create({
@@ -115,6 +124,7 @@ export function createMessagesService(deps: { db: Db; channels: ChannelsService;
           include: withAuthor,
         }),
       ]);
+      onPersisted?.((performance.now() - started) / 1000);
       return { message: toChatMessage(row), created: true };
     } catch (error) {
       // A resend of a clientId we already stored: the unique constraint caught it; answer with the original.

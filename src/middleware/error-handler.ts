@@ -9,6 +9,8 @@ export function errorHandler(logger: Logger): ErrorHandler<AppEnv> {
     const appError = toAppError(error);
     logServerFault(logger, appError, error, { requestId: c.get("requestId"), method: c.req.method, path: c.req.path });
     if (appError.retryAfter !== undefined) c.header("Retry-After", String(appError.retryAfter));
+    // For middleware that reports outcomes by code (the message metrics).
+    c.set("errorCode", appError.code);
     return c.json({ error: appError.toBody() }, appError.status);
   };
 }

@@ -1,5 +1,6 @@
 import type { Server, Socket } from "socket.io";
-import { logServerFault, toAppError, validationError } from "../lib/errors.ts";
+import { logServerFault, toAppError, validationError, type AppError } from "../lib/errors.ts";
+import type { Metrics } from "../metrics/metrics.ts";
 import type { Logger } from "../lib/logger.ts";
 import { messageInputSchema, typingInputSchema } from "../messages/messages.schemas.ts";
 import type { MessageEvents, MessagesService } from "../messages/messages.service.ts";
@@ -155,14 +156,17 @@ function onEvent<R extends object>(
   event: "message" | "typing",
   logger: Logger,
   run: (payload: unknown) => Promise<R>,
+  outcome?: (error?: AppError) => void,
 ): void {
   socket.on(event, async (...args: unknown[]) => {
     const ack = typeof args.at(-1) === "function" ? (args.pop() as (result: unknown) => void) : undefined;
     try {
       const result = await run(args[0]);
+      outcome?.();
       ack?.({ ok: true, ...result });
     } catch (error) {
       const appError = toAppError(error);
+      outcome?.(appError);
       logServerFault(logger, appError, error, { userId: socket.data.user.id, socketId: socket.id, event });
       if (ack) ack({ ok: false, error: appError.toBody() });
       else socket.emit(`${event}:error`, appError.toBody());
@@ -173,19 +177,33 @@ function onEvent<R extends object>(
 /** Wires the client events to the same services the REST routes call. */
 export function handleChatEvents(
   io: ChatServer,
-  deps: { messages: MessagesService; channels: ChannelsService; presence: Presence; typingLimiter?: Limiter; authenticator: Authenticator; logger: Logger },
+  deps: {
+    messages: MessagesService;
+    channels: ChannelsService;
+    presence: Presence;
+    typingLimiter?: Limiter;
+    authenticator: Authenticator;
+    logger: Logger;
+    metrics: Metrics;
+  },
 ): void {
-  const { messages, channels, presence, typingLimiter, authenticator, logger } = deps;
+  const { messages, channels, presence, typingLimiter, authenticator, logger, metrics } = deps;
   io.on("connection", (socket: ChatSocket) => {
     const { id: userId, sessionId } = socket.data.user;
 
     // Handlers first, synchronously: an event sent right after connecting must find them.
-    onEvent(socket, "message", logger, async (payload) => {
-      const parsed = messageInputSchema.safeParse(payload);
-      if (!parsed.success) throw validationError(parsed.error.issues, "Message failed validation");
-      const author = await authenticator.current(socket.data.user);
-      return { message: await messages.send(author, parsed.data) };
-    });
+    onEvent(
+      socket,
+      "message",
+      logger,
+      async (payload) => {
+        const parsed = messageInputSchema.safeParse(payload);
+        if (!parsed.success) throw validationError(parsed.error.issues, "Message failed validation");
+        const author = await authenticator.current(socket.data.user);
+        return { message: await messages.send(author, parsed.data) };
+      },
+      (error) => (error ? metrics.messageRejected("socket", error.code) : metrics.messageAccepted("socket")),
+    );
 
     onEvent(socket, "typing", logger, async (payload) => {
       const parsed = typingInputSchema.safeParse(payload);

@@ -1,0 +1,65 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+/**
+ * The series of api.md §9, on a registry of this app's own (so several apps in one process,
+ * as in the tests, never share counters). prom-client does the bookkeeping and the text format.
+ */
+export function createMetrics({ connectedSockets }: { connectedSockets: () => number }) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+
+  const httpRequests = new Counter({
+    name: "http_requests_total",
+    help: "REST requests answered, by method, route pattern and status",
+    labelNames: ["method", "route", "status"] as const,
+    registers,
+  });
+  const httpDuration = new Histogram({
+    name: "http_request_duration_seconds",
+    help: "REST request latency, by method, route pattern and status",
+    labelNames: ["method", "route", "status"] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers,
+  });
+  new Gauge({
+    name: "socketio_connected_sockets",
+    help: "Socket.IO sockets connected to this instance",
+    registers,
+    collect() {
+      this.set(connectedSockets());
+    },
+  });
+  const messages = new Counter({
+    name: "chat_messages_total",
+    help: "Messages sent, by transport and result (accepted, or rejected with its error code)",
+    labelNames: ["transport", "result", "code"] as const,
+    registers,
+  });
+  const persist = new Histogram({
+    name: "chat_message_persist_seconds",
+    help: "Time to store and commit one message (lock, insert, commit)",
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    registers,
+  });
+
+  return {
+    registry,
+    request(method: string, route: string, status: number, seconds: number): void {
+      const labels = { method, route, status: String(status) };
+      httpRequests.inc(labels);
+      httpDuration.observe(labels, seconds);
+    },
+    messageAccepted(transport: "socket" | "rest"): void {
+      messages.inc({ transport, result: "accepted", code: "" });
+    },
+    messageRejected(transport: "socket" | "rest", code: string): void {
+      messages.inc({ transport, result: "rejected", code });
+    },
+    persisted(seconds: number): void {
+      persist.observe(seconds);
+    },
+  };
+}
