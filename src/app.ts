@@ -26,7 +26,9 @@ import { requireAuth as requireAuthMiddleware } from "./middleware/require-auth.
 import { limitPerIp, resolveClientIp } from "./middleware/client-ip.ts";
 import { auditRouter } from "./audit/audit.index.ts";
 import { createAuditService } from "./audit/audit.service.ts";
-import { allOf, createLimiter } from "./lib/rate-limit.ts";
+import { allOf, limiterFactory } from "./lib/rate-limit.ts";
+import type { RedisClient } from "./lib/redis.ts";
+import { createAdapter } from "@socket.io/redis-streams-adapter";
 import { createAccessGuard } from "./sessions/access-guard.ts";
 import { createAuthenticator } from "./sessions/authenticator.ts";
 import { createRevocations } from "./sessions/revocations.ts";
@@ -37,6 +39,7 @@ import {
   handleChatEvents,
   loadSocketChannels,
   messageEvents,
+  peerRevocations,
   readMarkerNotifier,
   socketDisconnector,
   socketMembership,
@@ -52,6 +55,8 @@ export interface AppDeps {
   config: Config & { JWT_SECRET: string };
   db: Db;
   logger: Logger;
+  /** With REDIS_URL: shared by every instance for broadcasts, presence, revocations and limits (api.md §9). */
+  redis?: RedisClient;
 }
 
 /**
@@ -60,23 +65,24 @@ export interface AppDeps {
  * serve it on an ephemeral port.
  */
 export function createApp(deps: AppDeps) {
-  const { config, db, logger } = deps;
-  const io: ChatServer = new SocketServer();
+  const { config, db, logger, redis } = deps;
+  const io: ChatServer = new SocketServer(redis ? { adapter: createAdapter(redis, { streamName: `${config.REDIS_KEY_PREFIX}socket.io` }) } : {});
+  const createLimiter = limiterFactory(redis);
   const signer = createTokenSigner(config.JWT_SECRET, config.JWT_ACCESS_TTL);
   const guard = createAccessGuard({ db });
   const authenticator = createAuthenticator(signer, guard);
-  const revocations = createRevocations({ guard, disconnect: socketDisconnector(io) });
+  const revocations = createRevocations({ guard, disconnect: socketDisconnector(io), peers: redis ? peerRevocations(io, guard) : undefined });
 
-  const channels = createChannelsService({ db, membership: socketMembership(io) });
+  const channels = createChannelsService({ db, membership: socketMembership(io, { clustered: redis !== undefined }) });
   const audit = createAuditService({ db });
-  const presence = createPresence();
+  const presence = createPresence(redis);
   const metrics = createMetrics({ connectedSockets: () => io.of("/").sockets.size });
   const sessions = createSessionsService({ db, config, revocations, audit });
   const services = {
     audit,
     channels,
     sessions,
-    auth: createAuthService({ db, signer, sessions, audit, config }),
+    auth: createAuthService({ db, signer, sessions, audit, config, createLimiter }),
     users: createUsersService({ db, audit, sessions, revocations }),
     presence,
     search: createMessageSearch({ db, channels }),
@@ -131,7 +137,7 @@ export function createApp(deps: AppDeps) {
   app.notFound(notFoundHandler);
 
   app
-    .route("/", healthRouter({ db }))
+    .route("/", healthRouter({ db, redis }))
     .route("/", authRouter({ auth: services.auth, requireAuth, limitAuthPerIp }))
     .route("/", usersRouter({ users: services.users, requireAuth }))
     .route("/", messagesRouter({ messages: services.messages, search: services.search, requireAuth }))

@@ -68,6 +68,10 @@ export const envSchema = z
     RATE_LIMIT_MESSAGES_SUSTAINED: rateLimit.default({ points: 120, durationSeconds: 60 }),
     /** `typing` events relayed per user and channel; the rest are dropped quietly. */
     RATE_LIMIT_TYPING: rateLimit.default({ points: 1, durationSeconds: 2 }),
+    /** Several instances share broadcasts, presence, revocations and limits through this Redis (api.md §9). */
+    REDIS_URL: z.string().regex(/^rediss?:\/\/\S+$/, "must be a redis:// or rediss:// URL").optional(),
+    /** Prefix of every Redis key and stream of this service, so several deployments can share one Redis. */
+    REDIS_KEY_PREFIX: z.string().regex(/^[\w:.-]{1,64}$/, "must be 1-64 of letters, digits, _ : . -").default("chat:"),
     /** When set, GET /metrics wants `Authorization: Bearer <METRICS_TOKEN>`. */
     METRICS_TOKEN: z.string().min(16, "at least 16 characters").optional(),
     LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),

@@ -5,6 +5,7 @@ import { createDb } from "./lib/db.ts";
 import { devJwtSecret } from "./lib/dev-secret.ts";
 import { startEmbeddedDatabase, type EmbeddedDatabase } from "./lib/embedded-db.ts";
 import { createLogger } from "./lib/logger.ts";
+import { createRedis } from "./lib/redis.ts";
 import { migrateIfPending } from "./lib/migrate.ts";
 import { serve } from "./server.ts";
 import { createAuditService } from "./audit/audit.service.ts";
@@ -46,7 +47,10 @@ if (config.ADMIN_USERNAMES.length > 0) {
 }
 
 const jwtSecret = config.JWT_SECRET ?? (await devJwtSecret(config.DATA_DIR));
-const app = createApp({ config: { ...config, JWT_SECRET: jwtSecret }, db, logger });
+// With REDIS_URL, this instance shares broadcasts, presence, revocations and limits with the others.
+const redis = config.REDIS_URL ? createRedis(config.REDIS_URL, config.REDIS_KEY_PREFIX) : undefined;
+redis?.on("error", (error) => logger.warn({ err: error }, "redis error"));
+const app = createApp({ config: { ...config, JWT_SECRET: jwtSecret }, db, logger, redis });
 const server = serve(app, config);
 
 let exiting = false;
@@ -62,9 +66,13 @@ async function shutdown(signal: string) {
     logger.warn({ timeoutMs: config.SHUTDOWN_TIMEOUT_MS }, "database connections still busy at the shutdown deadline; exiting anyway");
   }
   await embedded?.stop();
+  redis?.disconnect();
   logger.info("stopped");
   process.exit(0);
 }
+// A dependency's unawaited promise (the Redis adapter's, during a Redis outage) must not take
+// the instance down: log it; /readyz reports the outage meanwhile.
+process.on("unhandledRejection", (error) => logger.error({ err: error }, "unhandled rejection"));
 process.on("SIGTERM", () => void shutdown("SIGTERM"));
 process.on("SIGINT", () => void shutdown("SIGINT"));
 // Announced only once a signal can be handled: whoever waits for this line may stop us at once.

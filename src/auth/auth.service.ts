@@ -4,7 +4,7 @@ import type { User } from "../generated/prisma/client.ts";
 import { isUniqueViolation, type Db } from "../lib/db.ts";
 import { AppError, rateLimited } from "../lib/errors.ts";
 import { hashPassword, prepareDummyHash, verifyPassword } from "../lib/password.ts";
-import { createLimiter } from "../lib/rate-limit.ts";
+import type { LimiterFactory } from "../lib/rate-limit.ts";
 import type { AuthUser, TokenSigner } from "../lib/tokens.ts";
 import type { SessionsService } from "../sessions/sessions.service.ts";
 import { toPublicUser, usernameKey, type PublicUser } from "../users/users.schemas.ts";
@@ -25,8 +25,9 @@ export function createAuthService(deps: {
   sessions: SessionsService;
   audit: AuditService;
   config: Pick<Config, "ADMIN_USERNAMES" | "RATE_LIMIT_LOGIN_FAILURES">;
+  createLimiter: LimiterFactory;
 }) {
-  const { db, signer, sessions, audit, config } = deps;
+  const { db, signer, sessions, audit, config, createLimiter } = deps;
   const adminKeys = new Set(config.ADMIN_USERNAMES.map(usernameKey));
   const loginFailures = createLimiter("login-failures", config.RATE_LIMIT_LOGIN_FAILURES);
   prepareDummyHash();

@@ -1,4 +1,5 @@
-import { RateLimiterMemory, RateLimiterRes, RateLimiterUnion, type RateLimiterAbstract } from "rate-limiter-flexible";
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, RateLimiterUnion, type RateLimiterAbstract } from "rate-limiter-flexible";
+import type { RedisClient } from "./redis.ts";
 import type { RateLimitSetting } from "../config.ts";
 import { rateLimited } from "./errors.ts";
 
@@ -7,13 +8,19 @@ export interface Limiter {
   consume(key: string): Promise<unknown>;
 }
 
+/** Makes a named limit, or nothing when its setting is "off". */
+export type LimiterFactory = (keyPrefix: string, setting: RateLimitSetting) => RateLimiterAbstract | undefined;
+
 /**
- * A named limit, or nothing when the setting is "off". Every limiter is made here, so
- * moving them to a shared store (Redis, for several instances) is a change in one place.
+ * Every limiter is made by this factory: in memory for one instance, or in Redis, so that
+ * several instances share every budget (api.md §9).
  */
-export function createLimiter(keyPrefix: string, setting: RateLimitSetting): RateLimiterAbstract | undefined {
-  if (!setting) return undefined;
-  return new RateLimiterMemory({ keyPrefix, points: setting.points, duration: setting.durationSeconds });
+export function limiterFactory(redis?: RedisClient): LimiterFactory {
+  return (keyPrefix, setting) => {
+    if (!setting) return undefined;
+    const options = { keyPrefix: `rl:${keyPrefix}`, points: setting.points, duration: setting.durationSeconds };
+    return redis ? new RateLimiterRedis({ ...options, storeClient: redis }) : new RateLimiterMemory(options);
+  };
 }
 
 /** Takes one point for `key`; throws RATE_LIMITED with the wait when there is none left. */

@@ -7,5 +7,5 @@ import type { Presence } from "./presence.service.ts";
 export function presenceRouter({ presence, requireAuth }: { presence: Presence; requireAuth: MiddlewareHandler<AppEnv> }) {
   const router = createRouter();
   router.use("/api/presence", requireAuth);
-  return router.openapi(routes.online, (c) => c.json(presence.online(), 200));
+  return router.openapi(routes.online, async (c) => c.json(await presence.online(), 200));
 }

@@ -29,8 +29,13 @@ export interface ServerToClientEvents {
   "channel:read": (marker: { channelId: number; lastReadId: number }) => void;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-empty-object-type
-export interface InterServerEvents {}
+/** Between instances through the Redis adapter (api.md §9); a server never receives its own. */
+export interface InterServerEvents {
+  /** Drop cached access state: these sessions ended, or this user's access changed. */
+  revoked: (change: { sessionIds?: string[]; userId?: number }) => void;
+  /** A membership change, for sockets still handshaking on another instance. */
+  membership: (change: { userId: number; channelId: number; member: boolean }) => void;
+}
 
 export interface SocketData {
   user: AuthUser;

@@ -8,7 +8,8 @@ import type { ChannelsService } from "../channels/channels.service.ts";
 import { tryConsume, type Limiter } from "../lib/rate-limit.ts";
 import type { Presence } from "../presence/presence.service.ts";
 import type { Authenticator } from "../sessions/authenticator.ts";
-import type { Disconnector } from "../sessions/revocations.ts";
+import { forgetRevoked, type Disconnector, type PeerNotifier } from "../sessions/revocations.ts";
+import type { AccessGuard } from "../sessions/access-guard.ts";
 import type { MembershipEvents } from "../channels/channels.service.ts";
 import type { Db } from "../lib/db.ts";
 import type { ClientToServerEvents, InterServerEvents, ServerToClientEvents, SocketData } from "./contract.ts";
@@ -102,17 +103,21 @@ export function loadSocketChannels(io: ChatServer, db: Db): void {
 }
 
 /** Membership changes take effect at once on every socket of the user (with Redis, on every instance). */
-export function socketMembership(io: ChatServer): MembershipEvents {
+export function socketMembership(io: ChatServer, { clustered }: { clustered: boolean }): MembershipEvents {
   const record = (userId: number, channelId: number, member: boolean) => {
     for (const changes of handshakesOf(io, userId)?.values() ?? []) changes.set(channelId, member);
   };
+  // Another instance's change, for sockets handshaking here (its room changes arrive through the adapter).
+  io.on("membership", ({ userId, channelId, member }) => record(userId, channelId, member));
   return {
     joined(userId, channelId) {
       record(userId, channelId, true);
+      if (clustered) io.serverSideEmit("membership", { userId, channelId, member: true });
       io.in(userRoom(userId)).socketsJoin(channelRoom(channelId));
     },
     left(userId, channelId) {
       record(userId, channelId, false);
+      if (clustered) io.serverSideEmit("membership", { userId, channelId, member: false });
       io.in(userRoom(userId)).socketsLeave(channelRoom(channelId));
     },
   };
@@ -132,6 +137,12 @@ export function readMarkerNotifier(io: ChatServer) {
   return (userId: number, channelId: number, lastReadId: number) => {
     io.to(userRoom(userId)).emit("channel:read", { channelId, lastReadId });
   };
+}
+
+/** Revocations reach the other instances' access caches (and theirs reach this one's). */
+export function peerRevocations(io: ChatServer, guard: AccessGuard): PeerNotifier {
+  io.on("revoked", (change) => forgetRevoked(guard, change));
+  return (change) => io.serverSideEmit("revoked", change);
 }
 
 /** Cuts the sockets of ended sessions and banned users (with a Redis adapter, on every instance). */
@@ -221,11 +232,18 @@ export function handleChatEvents(
     // Presence counts users, not sockets: only the first socket in and the last out are news.
     // A socket counts once its session has been re-checked below, so one cut at once is never announced.
     let counted = false;
+    const announce = async (changed: Promise<boolean>, status: "online" | "offline") => {
+      try {
+        if (await changed) io.emit("presence", { userId, status });
+      } catch (error) {
+        logger.warn({ err: error, userId }, "presence could not be updated");
+      }
+    };
     const transport = () => socket.conn.transport.name;
     logger.info({ socketId: socket.id, userId, transport: transport() }, "socket connected");
     socket.on("disconnect", (reason) => {
       logger.info({ socketId: socket.id, userId, transport: transport(), reason }, "socket disconnected");
-      if (counted && presence.disconnected(userId)) io.emit("presence", { userId, status: "offline" });
+      if (counted) void announce(presence.disconnected(userId), "offline");
     });
 
     void (async () => {
@@ -239,7 +257,7 @@ export function handleChatEvents(
       if (!alive) return void socket.disconnect(true);
       if (!socket.connected) return;
       counted = true;
-      if (presence.connected(userId)) io.emit("presence", { userId, status: "online" });
+      await announce(presence.connected(userId), "online");
     })();
   });
 }

@@ -3,9 +3,13 @@ import { io as ioClient, type Socket } from "socket.io-client";
 import { createApp, type App } from "../../src/app.ts";
 import { loadConfig, type Config } from "../../src/config.ts";
 import { createLogger, type Logger } from "../../src/lib/logger.ts";
+import { createRedis } from "../../src/lib/redis.ts";
 import type { ClientToServerEvents, ServerToClientEvents } from "../../src/realtime/contract.ts";
 import { serve, type RunningServer } from "../../src/server.ts";
 import { createTestDatabase, type TestDatabase } from "./db.ts";
+
+/** The machine's Redis (api.md §9 tests); TEST_REDIS_URL overrides it. */
+export const testRedisUrl = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 
 export const testJwtSecret = "test-secret-that-is-at-least-32-characters-long";
 
@@ -57,10 +61,14 @@ export const uniqueName = (prefix = "user") => `${prefix}_${++userCounter}_${cry
  * A real server on an ephemeral port over a fresh database, with the same `createApp`
  * and `serve` the entry point uses. Stopped and dropped after the file's tests.
  */
-export async function startTestServer(options: { env?: Record<string, string>; database?: TestDatabase; logger?: Logger } = {}): Promise<TestServer> {
+export async function startTestServer(
+  options: { env?: Record<string, string>; database?: TestDatabase; logger?: Logger; redisPrefix?: string } = {},
+): Promise<TestServer> {
   const database = options.database ?? (await createTestDatabase());
   const config = testConfig(database.url, options.env);
-  const app = createApp({ config, db: database.db, logger: options.logger ?? createLogger(config.LOG_LEVEL) });
+  // With `redisPrefix`, the local Redis under keys of the test's own (instances of one test share a prefix).
+  const redis = options.redisPrefix ? createRedis(testRedisUrl, options.redisPrefix) : undefined;
+  const app = createApp({ config: { ...config, REDIS_KEY_PREFIX: options.redisPrefix ?? config.REDIS_KEY_PREFIX }, db: database.db, logger: options.logger ?? createLogger(config.LOG_LEVEL), redis });
   const server = serve(app, config);
   const clients: ChatClient[] = [];
 
@@ -94,6 +102,7 @@ export async function startTestServer(options: { env?: Record<string, string>; d
     async stop() {
       for (const client of clients) client.disconnect();
       await server.stop();
+      redis?.disconnect();
     },
   };
   afterAll(() => testServer.stop());

@@ -1,0 +1,158 @@
+import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import type { ChatMessage } from "../src/messages/messages.schemas.ts";
+import { record, recordWithPresence, isMessage } from "./helpers/recorder.ts";
+import { productionEnv, startServerProcess } from "./helpers/process.ts";
+import { expectError } from "./helpers/expect-error.ts";
+import { sendWithAck, startTestServer, uniqueName, type ChatClient, type Json, type Registered, type TestServer } from "./helpers/server.ts";
+import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+
+// Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
+setDefaultTimeout(TEST_TIMEOUT_MS);
+
+// api.md §9: two instances on two ports share the local Redis (under a prefix of this run's own)
+// and one PostgreSQL database. Broadcasts, membership, presence, forced disconnects, cached
+// access and rate limits must all behave as on one instance.
+
+const prefix = `test:${crypto.randomUUID().slice(0, 8)}:`;
+const a = await startTestServer({ redisPrefix: prefix, env: { RATE_LIMIT_MESSAGES_BURST: "4/5s" } });
+const b = await startTestServer({ redisPrefix: prefix, database: a.database, env: { RATE_LIMIT_MESSAGES_BURST: "4/5s" } });
+
+const opened: ChatClient[] = [];
+afterEach(() => {
+  for (const socket of opened.splice(0)) socket.disconnect();
+});
+
+async function connect(server: TestServer, user: Registered, transport: "polling" | "websocket" = "websocket"): Promise<ChatClient> {
+  const socket = await server.connect(user.token, transport);
+  opened.push(socket);
+  return socket;
+}
+
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+const json = { "content-type": "application/json" };
+
+async function until<T>(probe: () => Promise<T>, ok: (value: T) => boolean, ms = 3_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe();
+    if (ok(value) || Date.now() > deadline) return value;
+    await Bun.sleep(20);
+  }
+}
+
+describe("broadcasts cross instances", () => {
+  test("a message sent through A reaches clients of A and B exactly once, in id order; one through B likewise", async () => {
+    const [alice, bob, carol] = [await a.register(uniqueName("alice")), await b.register(uniqueName("bob")), await a.register(uniqueName("carol"))];
+    const sockets = [await connect(a, alice), await connect(b, bob, "polling"), await connect(b, carol)];
+    const recorders = sockets.map((s) => record(s));
+    const sent: ChatMessage[] = [];
+    for (let i = 0; i < 5; i++) {
+      const via = i % 2 ? sockets[1]! : sockets[0]!;
+      const ack = await sendWithAck(via, { content: `across ${i}` });
+      expect(ack.ok).toBe(true);
+      sent.push(ack.message as ChatMessage);
+    }
+    const marker = await sendWithAck(sockets[2]!, { content: "marker" });
+    for (const r of recorders) {
+      const seen = await r.until(isMessage((marker.message as ChatMessage).id));
+      expect(seen).toEqual([...sent.map((m) => ["message", m] as [string, unknown]), ["message", marker.message]]);
+    }
+  });
+
+  test("a join on A takes effect on the user's socket on B at once; a private channel's message never reaches B's non-members", async () => {
+    const [owner, member, outsider] = [await a.register(), await b.register(), await a.register()];
+    const created = await (await fetch(`${a.url}/api/channels`, { method: "POST", headers: { ...json, ...bearer(owner.token) }, body: JSON.stringify({ name: uniqueName("room"), kind: "private" }) })).json() as Json;
+    const memberSocket = await connect(b, member);
+    const outsiderSocket = await connect(b, outsider);
+    const [memberRec, outsiderRec] = [record(memberSocket), record(outsiderSocket)];
+    // Added through A; the member's socket lives on B.
+    expect((await fetch(`${a.url}/api/channels/${created.id}/members`, { method: "POST", headers: { ...json, ...bearer(owner.token) }, body: JSON.stringify({ userId: member.user.id }) })).status).toBe(200);
+    const ownerSocket = await connect(a, owner);
+    const secret = await sendWithAck(ownerSocket, { content: "for members", channelId: created.id });
+    expect(secret.ok).toBe(true);
+    expect(await memberRec.until(isMessage((secret.message as ChatMessage).id))).toEqual([["message", secret.message]]);
+    const marker = await sendWithAck(ownerSocket, { content: "general marker" });
+    expect(await outsiderRec.until(isMessage((marker.message as ChatMessage).id))).toEqual([["message", marker.message]]);
+  });
+});
+
+describe("presence is global", () => {
+  test("tabs on A and B count as one user: online once, offline once, listed by both instances", async () => {
+    const [watcher, subject] = [await a.register(), await b.register()];
+    const watcherSocket = await connect(a, watcher);
+    const rec = recordWithPresence(watcherSocket);
+    const onA = await connect(a, subject);
+    const onB = await connect(b, subject, "polling");
+    for (const server of [a, b]) {
+      const ids = await until(
+        async () => (await (await fetch(`${server.url}/api/presence`, { headers: bearer(watcher.token) })).json()) as number[],
+        (list) => list.includes(subject.user.id),
+      );
+      expect(ids).toContain(subject.user.id);
+    }
+    onA.disconnect();
+    onB.disconnect();
+    const seen = await rec.until(([event, p]) => event === "presence" && (p as { status: string; userId: number }).status === "offline" && (p as { userId: number }).userId === subject.user.id);
+    const aboutSubject = seen.filter(([event, p]) => event === "presence" && (p as { userId: number }).userId === subject.user.id);
+    expect(aboutSubject).toEqual([
+      ["presence", { userId: subject.user.id, status: "online" }],
+      ["presence", { userId: subject.user.id, status: "offline" }],
+    ]);
+    const after = (await (await fetch(`${b.url}/api/presence`, { headers: bearer(watcher.token) })).json()) as number[];
+    expect(after).not.toContain(subject.user.id);
+  });
+});
+
+describe("revocation reaches every instance", () => {
+  test("a ban on A cuts the user's socket on B at once, and B refuses their token right away", async () => {
+    const admin = await a.register();
+    await a.database.sql`UPDATE users SET role = 'admin' WHERE id = ${admin.user.id}`;
+    const adminToken = (await (await fetch(`${a.url}/api/auth/login`, { method: "POST", headers: json, body: JSON.stringify({ username: admin.user.username, password: "correct horse battery" }) })).json() as Json).token;
+    const target = await b.register();
+    const socket = await connect(b, target, "polling");
+    // B has the target's session cached as alive.
+    expect((await fetch(`${b.url}/api/users/me`, { headers: bearer(target.token) })).status).toBe(200);
+    const cut = new Promise<string>((resolve) => socket.once("disconnect", (reason) => resolve(reason)));
+    expect((await fetch(`${a.url}/api/users/${target.user.id}/ban`, { method: "POST", headers: { ...json, ...bearer(adminToken) }, body: "{}" })).status).toBe(200);
+    expect(await cut).toBe("io server disconnect");
+    const status = await until(async () => (await fetch(`${b.url}/api/users/me`, { headers: bearer(target.token) })).status, (s) => s === 403, 1_000);
+    expect(status).toBe(403);
+  });
+
+  test("logout-all on B: A refuses the old token at once (its cache is dropped, not left to expire)", async () => {
+    const user = await a.register();
+    expect((await fetch(`${a.url}/api/users/me`, { headers: bearer(user.token) })).status).toBe(200);
+    expect((await fetch(`${b.url}/api/auth/logout-all`, { method: "POST", headers: bearer(user.token) })).status).toBe(204);
+    const status = await until(async () => (await fetch(`${a.url}/api/users/me`, { headers: bearer(user.token) })).status, (s) => s === 401, 1_000);
+    expect(status).toBe(401);
+  });
+});
+
+describe("rate limits are shared", () => {
+  test("the message burst (4 per 5 s here) counts sends through both instances together", async () => {
+    const user = await a.register();
+    const [onA, onB] = [await connect(a, user), await connect(b, user)];
+    const results: boolean[] = [];
+    for (let i = 0; i < 6; i++) results.push((await sendWithAck(i % 2 ? onB : onA, { content: `budget ${i}` })).ok);
+    expect(results).toEqual([true, true, true, true, false, false]);
+  });
+});
+
+describe("readiness covers Redis", () => {
+  test("/readyz is 200 with Redis answering; an instance whose Redis is unreachable stays up and answers 503 UNAVAILABLE", async () => {
+    expect((await fetch(`${a.url}/readyz`)).status).toBe(200);
+    const server = await startServerProcess(productionEnv(a.database.url, { REDIS_URL: "redis://127.0.0.1:1", REDIS_KEY_PREFIX: prefix }));
+    try {
+      for (let i = 0; i < 3; i++) {
+        const started = performance.now();
+        await expectError(await fetch(`${server.url}/readyz`), 503, "UNAVAILABLE");
+        expect(performance.now() - started).toBeLessThan(4_000);
+      }
+      // Still serving (the library's failed subscription was logged, not fatal).
+      expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+      expect(server.proc.exitCode).toBeNull();
+    } finally {
+      await server.stop();
+    }
+  });
+});
