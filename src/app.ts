@@ -136,7 +136,8 @@ export function createApp(deps: AppDeps) {
   app.onError(errorHandler(logger));
   app.notFound(notFoundHandler);
 
-  app
+  // Kept as one chain: its type carries every route, for `hono/client` (AppType below).
+  const api = app
     .route("/", healthRouter({ db, redis }))
     .route("/", authRouter({ auth: services.auth, requireAuth, limitAuthPerIp }))
     .route("/", usersRouter({ users: services.users, requireAuth }))
@@ -157,8 +158,11 @@ export function createApp(deps: AppDeps) {
 
   mountApiDocs(app);
 
-  return { app, io, services, lifecycle };
+  return { app, api, io, services, lifecycle };
 }
+
+/** The REST API's type, for a typed `hono/client` (`hc<AppType>(url)`): see src/client.ts. */
+export type AppType = ReturnType<typeof createApp>["api"];
 
 export type App = ReturnType<typeof createApp>;
 
