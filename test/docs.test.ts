@@ -1,6 +1,7 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { Validator } from "@seriousme/openapi-schema-validator";
-import { startTestServer, type Json } from "./helpers/server.ts";
+import { clientEvents, serverEvents } from "../src/realtime/events.ts";
+import { sendWithAck, startTestServer, type Json } from "./helpers/server.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
@@ -18,7 +19,7 @@ const methods = ["get", "post", "put", "patch", "delete"] as const;
 function servedRoutes(): string[] {
   const routes = t.app.app.routes
     .filter((r) => r.method !== "ALL" && !r.path.includes("*"))
-    .filter((r) => !r.path.startsWith("/docs") && r.path !== "/openapi.json")
+    .filter((r) => !r.path.startsWith("/docs") && r.path !== "/openapi.json" && r.path !== "/asyncapi.json")
     .map((r) => `${r.method} ${r.path.replace(/:(\w+)/g, "{$1}")}`);
   return [...new Set(routes)].sort();
 }
@@ -112,5 +113,54 @@ describe("GET /docs", () => {
     const res = await fetch(`${t.url}${path}`);
     expect(res.status).toBe(404);
     expect(((await res.json()) as Json).error.code).toBe("NOT_FOUND");
+  });
+});
+
+describe("GET /asyncapi.json (the Socket.IO events)", () => {
+  test("an AsyncAPI 3.0 document listing every event of the contract, both directions, with payload schemas", async () => {
+    const res = await fetch(`${t.url}/asyncapi.json`);
+    expect(res.status).toBe(200);
+    const asyncDoc: Json = await res.json();
+    expect(asyncDoc.asyncapi).toBe("3.0.0");
+    expect(asyncDoc.servers.local).toMatchObject({ protocol: "ws", pathname: "/socket.io/" });
+    const messages = asyncDoc.channels.socket.messages as Record<string, Json>;
+    const named = (prefix: string) =>
+      Object.entries(messages)
+        .filter(([key]) => key.startsWith(prefix))
+        .map(([, m]) => m.name)
+        .sort();
+    expect(named("client_")).toEqual(Object.keys(clientEvents).sort());
+    expect(named("server_")).toEqual(Object.keys(serverEvents).sort());
+    expect(named("server_")).toEqual(["channel:read", "message", "message:deleted", "message:error", "message:updated", "presence", "typing", "typing:error"]);
+    for (const message of Object.values(messages)) {
+      expect(message.payload.type).toBe("object");
+      expect(typeof message.summary).toBe("string");
+    }
+    // The documented limits are the validators' own.
+    expect(messages.client_message.payload.properties.content).toMatchObject({ minLength: 1, maxLength: 4000 });
+    expect(messages.client_message.payload.required).toEqual(["content"]);
+    expect(messages.client_typing.payload.required).toEqual(["channelId"]);
+    // Every operation points at a message that exists.
+    for (const op of Object.values(asyncDoc.operations as Record<string, Json>)) {
+      const ref: string = op.messages[0].$ref;
+      expect(messages[ref.split("/").at(-1)!]).toBeDefined();
+      expect(["send", "receive"]).toContain(op.action);
+    }
+  });
+
+  test("what the server really emits matches the documented schemas", async () => {
+    const { token } = await t.register();
+    const socket = await t.connect(token, "websocket");
+    try {
+      const broadcast = new Promise<unknown>((resolve) => socket.once("message", resolve));
+      const ack = await sendWithAck(socket, { content: "documented" });
+      expect(clientEvents.message.ack.safeParse(ack).success).toBe(true);
+      expect(serverEvents.message.payload.strict().safeParse(await broadcast).success).toBe(true);
+      const refused = await sendWithAck(socket, { content: "" });
+      expect(clientEvents.message.ack.safeParse(refused).success).toBe(true);
+      expect(refused.ok).toBe(false);
+    } finally {
+      socket.disconnect();
+    }
   });
 });

@@ -1,5 +1,6 @@
 import type { AppRouter } from "../lib/app-env.ts";
 import pkg from "../../package.json" with { type: "json" };
+import { mountAsyncApi } from "./asyncapi.ts";
 
 /** The OpenAPI document's header; paths and schemas come from the routes' own zod schemas. */
 export const openApiInfo = {
@@ -36,6 +37,7 @@ export function mountApiDocs(app: AppRouter): void {
   app.openAPIRegistry.registerComponent("securitySchemes", "bearerAuth", { type: "http", scheme: "bearer", bearerFormat: "JWT" });
   app.openAPIRegistry.registerComponent("securitySchemes", "metricsToken", { type: "http", scheme: "bearer", description: "METRICS_TOKEN, when set" });
   app.doc31("/openapi.json", openApiInfo);
+  mountAsyncApi(app, openApiInfo.info);
   app.get("/docs", (c) => c.html(page));
   app.get("/docs/init.js", (c) => c.body(init, 200, { "content-type": "text/javascript; charset=utf-8" }));
   app.get("/docs/:asset", async (c) => {

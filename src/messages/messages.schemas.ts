@@ -13,7 +13,9 @@ export const messageContentSchema = z
       .refine((s) => codePoints(s) <= 4000, "must be at most 4000 characters")
       .refine(storableText, storableTextMessage),
   )
-  .openapi({ type: "string", minLength: 1, maxLength: 4000 });
+  .openapi({ type: "string", minLength: 1, maxLength: 4000 })
+  // The same bounds for the AsyncAPI document (z.toJSONSchema reads `meta`, not `openapi`).
+  .meta({ minLength: 1, maxLength: 4000, description: "trimmed; 1–4000 characters after trimming" });
 
 /** A positive int4 id inside a JSON body or socket payload. */
 const bodyId = (description: string) =>

@@ -1,0 +1,56 @@
+import { z } from "@hono/zod-openapi";
+import { errorSchema } from "../lib/schemas.ts";
+import {
+  historyEntrySchema,
+  messageInputSchema,
+  messageSchema,
+  messageUpdatedSchema,
+  typingInputSchema,
+} from "../messages/messages.schemas.ts";
+
+/**
+ * The Socket.IO half of the API as data: every event, its direction, its payload's zod schema
+ * and what it means. The typed contract (contract.ts) and the AsyncAPI document (/asyncapi.json)
+ * are both derived from this table, so they cannot drift apart.
+ */
+
+const id = z.number().int();
+
+/** The `error` object of §0, as acks and `<event>:error` carry it. */
+export const errorBodySchema = errorSchema.shape.error;
+
+const failedAckSchema = z.object({ ok: z.literal(false), error: errorBodySchema });
+
+export const clientEvents = {
+  message: {
+    summary: "Send a message (api.md §3, §8); the ack carries the stored message, or for a repeated clientId the first one (a tombstone if deleted).",
+    payload: messageInputSchema,
+    ack: z.union([z.object({ ok: z.literal(true), message: historyEntrySchema }), failedAckSchema]),
+  },
+  typing: {
+    summary: "The sender is typing in a channel; relayed to its other members at most once per RATE_LIMIT_TYPING window.",
+    payload: typingInputSchema,
+    ack: z.union([z.object({ ok: z.literal(true) }), failedAckSchema]),
+  },
+} as const;
+
+export const serverEvents = {
+  message: { summary: "A committed message, to the members of its channel, in id order.", payload: messageSchema },
+  "message:updated": { summary: "A message was edited.", payload: messageUpdatedSchema },
+  "message:deleted": { summary: "A message was deleted; its text is gone.", payload: z.object({ id, channelId: id }) },
+  "message:error": { summary: "A `message` without an ack callback was refused (to the sender only).", payload: errorBodySchema },
+  "typing:error": { summary: "A `typing` without an ack callback was refused (to the sender only).", payload: errorBodySchema },
+  typing: { summary: "Another member is typing in a channel.", payload: z.object({ channelId: id, userId: id }) },
+  presence: {
+    summary: "A user's first socket connected (online) or their last one closed (offline); to every socket.",
+    payload: z.object({ userId: id, status: z.enum(["online", "offline"]) }),
+  },
+  "channel:read": {
+    summary: "The caller's read marker moved (from any of their sockets or REST); to their sockets only.",
+    payload: z.object({ channelId: id, lastReadId: id }),
+  },
+} as const;
+
+export type ServerEventName = keyof typeof serverEvents;
+export type ServerEventPayload<E extends ServerEventName> = z.infer<(typeof serverEvents)[E]["payload"]>;
+export type ClientEventAck<E extends keyof typeof clientEvents> = z.infer<(typeof clientEvents)[E]["ack"]>;
