@@ -66,7 +66,8 @@ export interface AppDeps {
  */
 export function createApp(deps: AppDeps) {
   const { config, db, logger, redis } = deps;
-  const io: ChatServer = new SocketServer(redis ? { adapter: createAdapter(redis, { streamName: `${config.REDIS_KEY_PREFIX}socket.io` }) } : {});
+  // The Redis client prefixes every key with REDIS_KEY_PREFIX, the adapter's stream included.
+  const io: ChatServer = new SocketServer(redis ? { adapter: createAdapter(redis, { streamName: "socket.io" }) } : {});
   const createLimiter = limiterFactory(redis);
   const signer = createTokenSigner(config.JWT_SECRET, config.JWT_ACCESS_TTL);
   const guard = createAccessGuard({ db });
