@@ -66,7 +66,8 @@ async function shutdown(signal: string) {
     logger.warn({ timeoutMs: config.SHUTDOWN_TIMEOUT_MS }, "database connections still busy at the shutdown deadline; exiting anyway");
   }
   await embedded?.stop();
-  redis?.disconnect();
+  // quit, not disconnect: the last presence updates of the closed sockets are still in flight.
+  await redis?.quit().catch(() => undefined);
   logger.info("stopped");
   process.exit(0);
 }

@@ -73,6 +73,7 @@ export function serve(
         // Polling clients fetch their acks with a new request; give them the chance before closing.
         await Promise.race([acksDelivered(io), deadline, Bun.sleep(ackFlushLimitMs)]);
         await io.close();
+        services.presence.close();
         await Promise.race([server.stop(false), deadline]);
         await server.stop(true);
       })();

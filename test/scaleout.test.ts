@@ -2,8 +2,10 @@ import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { record, recordWithPresence, isMessage } from "./helpers/recorder.ts";
 import { productionEnv, startServerProcess } from "./helpers/process.ts";
+import { createPresence } from "../src/presence/presence.service.ts";
+import { createRedis } from "../src/lib/redis.ts";
 import { expectError } from "./helpers/expect-error.ts";
-import { sendWithAck, startTestServer, uniqueName, type ChatClient, type Json, type Registered, type TestServer } from "./helpers/server.ts";
+import { sendWithAck, startTestServer, testRedisUrl, uniqueName, type ChatClient, type Json, type Registered, type TestServer } from "./helpers/server.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
@@ -153,6 +155,34 @@ describe("readiness covers Redis", () => {
       expect(server.proc.exitCode).toBeNull();
     } finally {
       await server.stop();
+    }
+  });
+});
+
+describe("presence survives a crashed instance", () => {
+  test("an instance that dies without closing its sockets stops counting once its heartbeat lapses", async () => {
+    const redis = createRedis(testRedisUrl, prefix);
+    const crashed = createPresence(redis, { instanceTtlMs: 300 });
+    const alive = createPresence(redis, { instanceTtlMs: 300 });
+    try {
+      const userId = 900_000 + Math.floor(Math.random() * 1000);
+      expect(await crashed.connected(userId)).toBe(true);
+      // Another instance sees the user online, and a second tab there is not news.
+      expect(await alive.online()).toContain(userId);
+      expect(await alive.connected(userId)).toBe(false);
+      expect(await alive.disconnected(userId)).toBe(false);
+      // The first instance "crashes": no more heartbeats, its sockets never close.
+      crashed.close();
+      await Bun.sleep(500);
+      expect(await alive.online()).not.toContain(userId);
+      // The user comes back through the live instance: online again, as news.
+      expect(await alive.connected(userId)).toBe(true);
+      expect(await alive.disconnected(userId)).toBe(true);
+      expect(await alive.online()).not.toContain(userId);
+    } finally {
+      crashed.close();
+      alive.close();
+      redis.disconnect();
     }
   });
 });
