@@ -14,6 +14,7 @@ import { createTokenSigner } from "./lib/tokens.ts";
 import { messagesRouter } from "./messages/messages.index.ts";
 import { createMessagesService } from "./messages/messages.service.ts";
 import { createMessageSearch } from "./messages/messages.search.ts";
+import { createPublishGate } from "./messages/publish-gate.ts";
 import { presenceRouter } from "./presence/presence.index.ts";
 import { createPresence } from "./presence/presence.service.ts";
 import { errorHandler, notFoundHandler } from "./middleware/error-handler.ts";
@@ -93,6 +94,9 @@ export function createApp(deps: AppDeps) {
       audit,
       publish: messageEvents(io),
       onPersisted: metrics.persisted,
+      gate: createPublishGate(redis, (channelId, previousId) =>
+        logger.warn({ channelId, previousId }, "published without waiting for the previous message (its writer never recorded it)"),
+      ),
       limiter: allOf(
         createLimiter("messages-burst", config.RATE_LIMIT_MESSAGES_BURST),
         createLimiter("messages-sustained", config.RATE_LIMIT_MESSAGES_SUSTAINED),

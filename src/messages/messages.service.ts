@@ -4,6 +4,7 @@ import { isUniqueViolation } from "../lib/db.ts";
 import { AppError } from "../lib/errors.ts";
 import { hasRole } from "../lib/policy.ts";
 import type { AuditService } from "../audit/audit.service.ts";
+import { createPublishGate, type PublishGate } from "./publish-gate.ts";
 import { consumeOrThrow, type Limiter } from "../lib/rate-limit.ts";
 import type { AuthUser } from "../lib/tokens.ts";
 import type { ChannelsService } from "../channels/channels.service.ts";
@@ -60,8 +61,10 @@ export function createMessagesService(deps: {
   limiter?: Limiter;
   /** Seconds each new message took to store and commit (the persist-latency metric). */
   onPersisted?: (seconds: number) => void;
+  /** Cross-instance publish order (with Redis); none on one instance. */
+  gate?: PublishGate;
 }) {
-  const { db, channels, audit, publish, limiter, onPersisted } = deps;
+  const { db, channels, audit, publish, limiter, onPersisted, gate = createPublishGate() } = deps;
   // Writes not yet acknowledged; graceful shutdown waits for them.
   const inFlight = new Set<Promise<unknown>>();
   // Per channel, the last write in line. Each write waits for the one before it to be
@@ -110,22 +113,24 @@ export function createMessagesService(deps: {
     return row;
   }
 
-  async function store(author: AuthUser, channelId: number, input: MessageInput): Promise<{ message: HistoryEntry; created: boolean }> {
+  async function store(author: AuthUser, channelId: number, input: MessageInput): Promise<{ message: HistoryEntry; created: boolean; previousId?: number }> {
     try {
       // One writer per channel at a time across instances too, so ids are assigned in commit
       // order (api.md §8); `inChannelOrder` then publishes them in that order.
       // A batch, not an interactive transaction: under a burst, waiting for the lock must not
       // run into Prisma's interactive-transaction start and run timeouts.
       const started = performance.now();
-      const [, row] = await db.$transaction([
+      const [, [previous], row] = await db.$transaction([
         db.$executeRaw`SELECT pg_advisory_xact_lock(${channelId}::int)`,
+        // Under the lock: the channel's message before this one, which must be published first (publish-gate.ts).
+        db.$queryRaw<{ id: number }[]>`SELECT coalesce(max(id), 0)::int AS id FROM messages WHERE channel_id = ${channelId}::int`,
         db.message.create({
           data: { channelId, userId: author.id, content: input.content, clientId: input.clientId ?? null },
           include: withAuthor,
         }),
       ]);
       onPersisted?.((performance.now() - started) / 1000);
-      return { message: toChatMessage(row), created: true };
+      return { message: toChatMessage(row), created: true, previousId: previous?.id ?? 0 };
     } catch (error) {
       // A resend of a clientId we already stored: the unique constraint caught it; answer with the original.
       if (input.clientId !== undefined && isUniqueViolation(error, "client_id")) {
@@ -157,8 +162,12 @@ export function createMessagesService(deps: {
         const channelId = input.channelId ?? GENERAL_CHANNEL_ID;
         await channels.assertMember(author.id, channelId);
         return inChannelOrder(channelId, async () => {
-          const { message, created } = await store(author, channelId, input);
-          if (created) publish.created(message as ChatMessage);
+          const { message, created, previousId } = await store(author, channelId, input);
+          if (created) {
+            await gate.before(channelId, previousId ?? 0);
+            publish.created(message as ChatMessage);
+            await gate.published(channelId, message.id);
+          }
           return message;
         });
       });

@@ -1,0 +1,48 @@
+import type { RedisClient } from "../lib/redis.ts";
+
+/**
+ * Keeps a channel's messages in id order across instances (api.md §8 with §9).
+ *
+ * One instance writes a channel at a time (the advisory lock) and publishes right after its
+ * commit, but the lock ends at the commit: the next writer, on another instance, could commit
+ * and publish before the first one's publish reached Redis. So each message waits until the
+ * message before it in its channel has been published, which every instance records in Redis
+ * right after its publish (on the same connection, so after the broadcast itself).
+ *
+ * On one instance the in-process queue per channel already gives this order: no gate.
+ */
+export interface PublishGate {
+  /** Resolves once the channel's message `previousId` has been published (or after a bounded wait). */
+  before(channelId: number, previousId: number): Promise<void>;
+  /** Records that message `id` of the channel has been published. */
+  published(channelId: number, id: number): Promise<void>;
+}
+
+/** How long a message waits for its predecessor's publish: a writer that died after its commit must not stall the channel. */
+const MAX_WAIT_MS = 2_000;
+
+const recordScript = `
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end`;
+
+export function createPublishGate(redis?: RedisClient, onStall?: (channelId: number, previousId: number) => void): PublishGate {
+  if (!redis) return { before: async () => {}, published: async () => {} };
+  const key = (channelId: number) => `published:channel:${channelId}`;
+  return {
+    // Never fails a send: the message is committed by now, so a Redis hiccup costs order, not the ack.
+    async before(channelId, previousId) {
+      if (previousId === 0) return;
+      const deadline = Date.now() + MAX_WAIT_MS;
+      for (;;) {
+        const marker = await redis.get(key(channelId)).catch(() => null);
+        // No marker: nothing published in this channel since Redis started, so nothing to wait for.
+        if (marker === null || Number(marker) >= previousId) return;
+        if (Date.now() > deadline) return onStall?.(channelId, previousId);
+        await Bun.sleep(1);
+      }
+    },
+    async published(channelId, id) {
+      await redis.eval(recordScript, 1, key(channelId), String(id)).catch(() => undefined);
+    },
+  };
+}
