@@ -28,12 +28,12 @@ setDefaultTimeout(TEST_TIMEOUT_MS);
 // The instances run with REDIS_URL (the local Redis, as in scaleout.test.ts): a message sent through
 // one reaches the clients of both. Without it, only the test marked "[REDIS_URL scale-out]" fails.
 
-const nginxBin = Bun.which("nginx") ?? Bun.which("nginx", { PATH: "/usr/local/sbin:/usr/sbin:/sbin" });
+const findNginx = () => Bun.which("nginx") ?? Bun.which("nginx", { PATH: "/usr/local/sbin:/usr/sbin:/sbin" });
+// The test set-up installs nginx from Debian's packages when it is missing (as .ci/run does).
+if (!findNginx()) Bun.spawnSync(["bash", path.join(projectRoot, "scripts/install-nginx.sh")], { stdout: "inherit", stderr: "inherit" });
+const nginxBin = findNginx();
 if (!nginxBin) {
-  throw new Error(
-    "nginx is not installed, and test/proxy.test.ts runs deploy/nginx.conf: " +
-      "`apt-get install nginx-light` (Debian; .ci/run installs it when missing)",
-  );
+  throw new Error("nginx is not installed and scripts/install-nginx.sh could not install it (apt-get install nginx-light), but test/proxy.test.ts needs it");
 }
 
 const committedConf = await Bun.file(path.join(projectRoot, "deploy/nginx.conf")).text();
