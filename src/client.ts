@@ -12,7 +12,8 @@
  * Types only: nothing of the server is bundled into the client.
  */
 export type { AppType } from "./app.ts";
-export type { Ack, ClientToServerEvents, ServerToClientEvents } from "./realtime/contract.ts";
+export type { ClientToServerEvents, ServerToClientEvents } from "./realtime/contract.ts";
+export type { ClientEventAck } from "./realtime/events.ts";
 export type { ChatMessage, DeletedMessage, HistoryEntry, MessageUpdated, MessageDeleted, SearchHit } from "./messages/messages.schemas.ts";
 export type { ChannelView as Channel } from "./channels/channels.schemas.ts";
 export type { ErrorBody } from "./lib/errors.ts";

@@ -85,7 +85,9 @@ export const messageUpdatedSchema = z
 export type MessageUpdated = z.infer<typeof messageUpdatedSchema>;
 
 /** Broadcast `message:deleted`. */
-export type MessageDeleted = { id: number; channelId: number };
+export const messageDeletedSchema = z.object({ id: z.number().int(), channelId: z.number().int() }).openapi("MessageDeleted");
+
+export type MessageDeleted = z.infer<typeof messageDeletedSchema>;
 
 export const messageIdParamsSchema = z.object({
   id: idParam.openapi({ param: { name: "id", in: "path" }, type: "integer" }),

@@ -1,9 +1,5 @@
-import type { ErrorBody } from "../lib/errors.ts";
 import type { AuthUser } from "../lib/tokens.ts";
 import type { ClientEventAck, ServerEventName, ServerEventPayload } from "./events.ts";
-
-/** The result every acknowledged event returns (api.md §3). */
-export type Ack<T> = { ok: true; message: T } | { ok: false; error: ErrorBody };
 
 /**
  * Events a client emits (see events.ts). Payloads are `unknown` on purpose: they are

@@ -2,6 +2,7 @@ import { z } from "@hono/zod-openapi";
 import { errorSchema } from "../lib/schemas.ts";
 import {
   historyEntrySchema,
+  messageDeletedSchema,
   messageInputSchema,
   messageSchema,
   messageUpdatedSchema,
@@ -37,7 +38,7 @@ export const clientEvents = {
 export const serverEvents = {
   message: { summary: "A committed message, to the members of its channel, in id order.", payload: messageSchema },
   "message:updated": { summary: "A message was edited.", payload: messageUpdatedSchema },
-  "message:deleted": { summary: "A message was deleted; its text is gone.", payload: z.object({ id, channelId: id }) },
+  "message:deleted": { summary: "A message was deleted; its text is gone.", payload: messageDeletedSchema },
   "message:error": { summary: "A `message` without an ack callback was refused (to the sender only).", payload: errorBodySchema },
   "typing:error": { summary: "A `typing` without an ack callback was refused (to the sender only).", payload: errorBodySchema },
   typing: { summary: "Another member is typing in a channel.", payload: z.object({ channelId: id, userId: id }) },
