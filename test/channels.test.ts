@@ -4,6 +4,7 @@ import { expectError } from "./helpers/expect-error.ts";
 import { expectMessageShape, isMessage, record, type Recorded, type Recorder } from "./helpers/recorder.ts";
 import { sendWithAck, startTestServer, transports, uniqueName, type ChatClient, type Json, type Registered, type Transport } from "./helpers/server.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+import { Raw, apiFor, expectStatus } from "./helpers/http.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -69,29 +70,7 @@ async function connect(user: Registered, transport: Transport): Promise<ChatClie
 /** Two tabs of one user: one socket per transport. */
 const tabs = (user: Registered) => Promise.all(transports.map((transport) => connect(user, transport)));
 
-/** A body sent as is (for BAD_JSON rows). */
-class Raw {
-  constructor(readonly text: string) {}
-}
-
-function api(method: string, path: string, token: string | undefined, body?: unknown): Promise<Response> {
-  const headers: Record<string, string> = {};
-  if (token !== undefined) headers.authorization = `Bearer ${token}`;
-  let payload: string | undefined;
-  if (body !== undefined) {
-    headers["content-type"] = "application/json";
-    payload = body instanceof Raw ? body.text : JSON.stringify(body);
-  }
-  return fetch(`${t.url}${path}`, { method, headers, body: payload });
-}
-
-/** Asserts the status (showing the body when it is wrong) and returns the parsed body, if any. */
-async function expectStatus(res: Response, status: number): Promise<Json> {
-  const text = await res.text();
-  expect({ status: res.status, text }).toMatchObject({ status });
-  if (status === 204) expect(text).toBe("");
-  return text === "" ? undefined : JSON.parse(text);
-}
+const api = apiFor(t);
 
 /** The channel shape of api.md §8, exactly. */
 function expectChannel(channel: unknown, expected: { id?: number; name: string; kind: Channel["kind"]; unread: number }) {

@@ -6,6 +6,7 @@ import { isMessage, record, type Recorded, type Recorder } from "./helpers/recor
 import { sendWithAck, startTestServer, transports, uniqueName, type ChatClient, type Json, type Registered, type Transport } from "./helpers/server.ts";
 import { now } from "./helpers/tokens.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+import { Raw, apiFor, expectStatus } from "./helpers/http.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -52,29 +53,7 @@ async function recordTabs(users: Registered[]): Promise<Recorder[]> {
   return (await Promise.all(users.map(tabs))).flat().map((socket) => record(socket));
 }
 
-/** A body sent as is (for BAD_JSON rows). */
-class Raw {
-  constructor(readonly text: string) {}
-}
-
-function api(method: string, path: string, token: string | undefined, body?: unknown): Promise<Response> {
-  const headers: Record<string, string> = {};
-  if (token !== undefined) headers.authorization = `Bearer ${token}`;
-  let payload: string | undefined;
-  if (body !== undefined) {
-    headers["content-type"] = "application/json";
-    payload = body instanceof Raw ? body.text : JSON.stringify(body);
-  }
-  return fetch(`${t.url}${path}`, { method, headers, body: payload });
-}
-
-/** Asserts the status (showing the body when it is wrong) and returns the parsed body, if any. */
-async function expectStatus(res: Response, status: number): Promise<Json> {
-  const text = await res.text();
-  expect({ status: res.status, text }).toMatchObject({ status });
-  if (status === 204) expect(text).toBe("");
-  return text === "" ? undefined : JSON.parse(text);
-}
+const api = apiFor(t);
 
 const editReq = (user: Registered | string | undefined, id: number | string, body: unknown) =>
   api("PATCH", `/api/messages/${id}`, typeof user === "object" ? user.token : user, body);

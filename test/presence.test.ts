@@ -7,6 +7,7 @@ import { isMessage, record, recordWithPresence, type Recorded, type Recorder } f
 import { sendWithAck, startTestServer, testJwtSecret, uniqueName, type ChatClient, type Json, type Registered, type TestServer, type Transport } from "./helpers/server.ts";
 import { now } from "./helpers/tokens.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+import { apiFor, expectStatus } from "./helpers/http.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -155,20 +156,7 @@ function holdHandshake(user: Registered) {
 // ---------------------------------------------------------------------------------------
 // REST
 
-function api(method: string, path: string, token: string | undefined, body?: unknown, server: TestServer = t): Promise<Response> {
-  const headers: Record<string, string> = {};
-  if (token !== undefined) headers.authorization = `Bearer ${token}`;
-  if (body !== undefined) headers["content-type"] = "application/json";
-  return fetch(`${server.url}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-}
-
-/** Asserts the status (showing the body when it is wrong) and returns the parsed body, if any. */
-async function expectStatus(res: Response, status: number): Promise<Json> {
-  const text = await res.text();
-  expect({ status: res.status, text }).toMatchObject({ status });
-  if (status === 204) expect(text).toBe("");
-  return text === "" ? undefined : JSON.parse(text);
-}
+const api = (method: string, path: string, token: string | undefined, body?: unknown, server: TestServer = t) => apiFor(server)(method, path, token, body);
 
 /** GET /api/presence: 200, JSON, an ascending array of integer ids. */
 async function online(asUser: Registered, server: TestServer = t): Promise<number[]> {

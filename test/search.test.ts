@@ -3,6 +3,7 @@ import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { expectError } from "./helpers/expect-error.ts";
 import { startTestServer, uniqueName, type Json, type Registered } from "./helpers/server.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+import { apiFor, expectStatus } from "./helpers/http.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -29,20 +30,7 @@ type Params = Record<string, string | number>;
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-function api(method: string, path: string, token: string | undefined, body?: unknown): Promise<Response> {
-  const headers: Record<string, string> = {};
-  if (token !== undefined) headers.authorization = `Bearer ${token}`;
-  if (body !== undefined) headers["content-type"] = "application/json";
-  return fetch(`${t.url}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-}
-
-/** Asserts the status (showing the body when it is wrong) and returns the parsed body, if any. */
-async function expectStatus(res: Response, status: number): Promise<Json> {
-  const text = await res.text();
-  expect({ status: res.status, text }).toMatchObject({ status });
-  if (status === 204) expect(text).toBe("");
-  return text === "" ? undefined : JSON.parse(text);
-}
+const api = apiFor(t);
 
 async function createChannel(owner: Registered, kind: "public" | "private"): Promise<Channel> {
   return expectStatus(await api("POST", "/api/channels", owner.token, { name: uniqueName(kind), kind }), 201);
