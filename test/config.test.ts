@@ -113,6 +113,12 @@ describe("required and validated variables outside development", () => {
     ["BODY_LIMIT_BYTES=lots", { BODY_LIMIT_BYTES: "lots" }, /^BODY_LIMIT_BYTES: /],
     ["BODY_LIMIT_BYTES=10", { BODY_LIMIT_BYTES: "10" }, /^BODY_LIMIT_BYTES: /],
     ["SOCKET_MAX_BUFFER_BYTES=x", { SOCKET_MAX_BUFFER_BYTES: "x" }, /^SOCKET_MAX_BUFFER_BYTES: /],
+    ["an http:// REDIS_URL", { REDIS_URL: "http://127.0.0.1:6379" }, /^REDIS_URL: .*redis:\/\//],
+    ["a REDIS_URL with a space", { REDIS_URL: "redis://a b" }, /^REDIS_URL: /],
+    ["REDIS_KEY_PREFIX with a space", { REDIS_KEY_PREFIX: "chat prod:" }, /^REDIS_KEY_PREFIX: /],
+    ["a 65-character REDIS_KEY_PREFIX", { REDIS_KEY_PREFIX: "x".repeat(65) }, /^REDIS_KEY_PREFIX: /],
+    ["a 15-character METRICS_TOKEN", { METRICS_TOKEN: "x".repeat(15) }, /^METRICS_TOKEN: .*16/],
+    ["RATE_LIMIT_TYPING=often", { RATE_LIMIT_TYPING: "often" }, /^RATE_LIMIT_TYPING: /],
   ];
   test.each(cases)("%s → one problem naming the variable", (_, overrides, line) => {
     const error = configError({ ...prod, ...overrides });
@@ -127,6 +133,13 @@ describe("required and validated variables outside development", () => {
     expect(config.LOG_LEVEL).toBe("debug");
     expect(config.DATABASE_URL).toBe("postgres://u@h/db");
     expect(config.BODY_LIMIT_BYTES).toBe(2048);
+  });
+
+  test("Redis and metrics settings: defaults, and accepted values pass through", () => {
+    const defaults = loadConfig(prod);
+    expect([defaults.REDIS_URL, defaults.REDIS_KEY_PREFIX, defaults.METRICS_TOKEN]).toEqual([undefined, "chat:", undefined]);
+    const config = loadConfig({ ...prod, REDIS_URL: "rediss://user:pw@cache:6380/2", REDIS_KEY_PREFIX: "chat.prod:", METRICS_TOKEN: "x".repeat(16) });
+    expect([config.REDIS_URL, config.REDIS_KEY_PREFIX, config.METRICS_TOKEN]).toEqual(["rediss://user:pw@cache:6380/2", "chat.prod:", "x".repeat(16)]);
   });
 });
 
