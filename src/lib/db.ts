@@ -1,21 +1,42 @@
 import { PrismaPg } from "@prisma/adapter-pg";
+import { Pool } from "pg";
 import { Prisma, PrismaClient } from "../generated/prisma/client.ts";
 
 export type Db = PrismaClient;
 
+// The pool under each client, for the few hot paths that talk to node-postgres directly
+// (the message writer's named, batch-sized statements) without a second set of connections.
+// A property of the client rather than a WeakMap entry, so a wrapper of the client (a Proxy,
+// as some tests make) still leads to it.
+const poolKey = Symbol("node-postgres pool");
+
 /**
  * One Prisma client per process, over node-postgres through Prisma's driver adapter:
  * the same code path for the embedded database and a real server, with no native
- * engine to download.
+ * engine to download. The pool is ours, handed to the adapter, so `poolOf` can share it.
  */
 export function createDb(databaseUrl: string, options: { poolSize?: number } = {}): Db {
-  const adapter = new PrismaPg({
+  const pool = new Pool({
     connectionString: databaseUrl,
     max: options.poolSize ?? 10,
     // Fail fast instead of queueing forever when the database is gone.
     connectionTimeoutMillis: 5_000,
   });
-  return new PrismaClient({ adapter });
+  // An idle connection the server dropped: the pool discards it and the next checkout opens
+  // another. Without a listener from the start (the adapter adds its own only once Prisma
+  // connects), the event would crash the process.
+  pool.on("error", () => undefined);
+  // `$disconnect()` still ends the pool, as when the adapter owned it.
+  const db = new PrismaClient({ adapter: new PrismaPg(pool, { disposeExternalPool: true }) });
+  Object.defineProperty(db, poolKey, { value: pool });
+  return db;
+}
+
+/** The node-postgres pool under a client made by `createDb`. */
+export function poolOf(db: Db): Pool {
+  const pool = (db as Db & { [poolKey]?: Pool })[poolKey];
+  if (!pool) throw new Error("poolOf: this Prisma client was not made by createDb");
+  return pool;
 }
 
 /** True for a unique-constraint violation, optionally on a constraint naming `field`. */
@@ -27,13 +48,18 @@ export function isUniqueViolation(error: unknown, field?: string): boolean {
 
 // Connection-level failures: the database is down, unreachable or out of connections.
 const unavailableCodes = new Set(["P1001", "P1002", "P1008", "P1017", "P2024", "P2037"]);
-const unavailablePattern = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Connection terminated|connection timeout|timeout exceeded when trying to connect|the database system is (starting up|shutting down)|terminating connection/i;
+const unavailablePattern = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Connection terminated|connection timeout|timeout exceeded when trying to connect|the database system is (starting up|shutting down)|terminating connection|is not queryable/i;
+// The same from node-postgres itself (the message writer), by SQLSTATE: connection exceptions
+// (class 08), too many connections, and the server shutting down or restarting.
+const unavailableSqlStates = /^(08...|53300|57P0[1-3])$/;
 
 /** True when an error means "the database does not answer", not "the query was wrong". */
 export function isDatabaseUnavailable(error: unknown): boolean {
   if (error instanceof Prisma.PrismaClientInitializationError) return true;
   if (error instanceof Prisma.PrismaClientKnownRequestError && unavailableCodes.has(error.code)) return true;
   if (error instanceof Error) {
+    const sqlState = (error as { code?: unknown }).code;
+    if (typeof sqlState === "string" && unavailableSqlStates.test(sqlState)) return true;
     const cause = (error as { cause?: unknown }).cause;
     return unavailablePattern.test(error.message) || (cause !== undefined && isDatabaseUnavailable(cause));
   }

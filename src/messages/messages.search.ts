@@ -3,7 +3,7 @@ import type { ChannelsService } from "../channels/channels.service.ts";
 import type { Db } from "../lib/db.ts";
 import type { AuthUser } from "../lib/tokens.ts";
 import type { SearchHit, SearchQuery } from "./messages.schemas.ts";
-import { toChatMessage } from "./messages.service.ts";
+import { toChatMessage } from "./message-rows.ts";
 
 /**
  * Full-text search over messages (api.md §8).

@@ -1,6 +1,6 @@
 import { Prisma } from "../generated/prisma/client.ts";
 import type { Db } from "../lib/db.ts";
-import { isUniqueViolation } from "../lib/db.ts";
+import { poolOf } from "../lib/db.ts";
 import { AppError } from "../lib/errors.ts";
 import { hasRole } from "../lib/policy.ts";
 import type { AuditService } from "../audit/audit.service.ts";
@@ -9,7 +9,9 @@ import { consumeOrThrow, type Limiter } from "../lib/rate-limit.ts";
 import type { AuthUser } from "../lib/tokens.ts";
 import type { ChannelsService } from "../channels/channels.service.ts";
 import { GENERAL_CHANNEL_ID } from "../channels/general.ts";
-import type { ChatMessage, DeletedMessage, HistoryEntry, HistoryQuery, MessageDeleted, MessageInput, MessageUpdated } from "./messages.schemas.ts";
+import type { ChatMessage, HistoryEntry, HistoryQuery, MessageDeleted, MessageInput, MessageUpdated } from "./messages.schemas.ts";
+import { toChatMessage, toHistoryEntry, withAuthor } from "./message-rows.ts";
+import { createMessageWriter, type BatchOutcome } from "./message-writer.ts";
 
 /** Delivers committed changes to the sockets of the channel's members (the realtime layer). */
 export interface MessageEvents {
@@ -20,38 +22,13 @@ export interface MessageEvents {
 
 export type MessagesService = ReturnType<typeof createMessagesService>;
 
-const withAuthor = { user: { select: { username: true } } } as const;
-
-type MessageRow = {
-  id: number;
-  channelId: number;
-  userId: number;
-  content: string;
-  createdAt: Date;
-  editedAt: Date | null;
-  deletedAt: Date | null;
-  user: { username: string };
-};
-
-export function toChatMessage(row: Omit<MessageRow, "deletedAt">): ChatMessage {
-  const message: ChatMessage = {
-    id: row.id,
-    channelId: row.channelId,
-    userId: row.userId,
-    username: row.user.username,
-    content: row.content,
-    timestamp: row.createdAt.toISOString(),
-  };
-  if (row.editedAt) message.editedAt = row.editedAt.toISOString();
-  return message;
+export interface SendOptions {
+  /**
+   * The caller already knows the author is a member of the channel (a socket is in the rooms
+   * of its user's channels), so the membership query is skipped.
+   */
+  knownMember?: boolean;
 }
-
-/** A deleted message keeps its id (and place in history) but nothing of what it said. */
-function toHistoryEntry(row: MessageRow): HistoryEntry {
-  return row.deletedAt ? tombstone(row.id) : toChatMessage(row);
-}
-
-const tombstone = (id: number): DeletedMessage => ({ id, deleted: true });
 
 export function createMessagesService(deps: {
   db: Db;
@@ -59,16 +36,21 @@ export function createMessagesService(deps: {
   audit: AuditService;
   publish: MessageEvents;
   limiter?: Limiter;
-  /** Seconds each new message took to store and commit (the persist-latency metric). */
+  /** Seconds each new message took from being accepted to its commit (the persist-latency metric). */
   onPersisted?: (seconds: number) => void;
+  /** Rows per group-commit transaction, and how it ended (the batch metric). */
+  onBatch?: (rows: number, outcome: BatchOutcome) => void;
   /** Cross-instance publish order (with Redis); none on one instance. */
   gate?: PublishGate;
 }) {
-  const { db, channels, audit, publish, limiter, onPersisted, gate = createPublishGate() } = deps;
+  const { db, channels, audit, publish, limiter, onPersisted, onBatch, gate = createPublishGate() } = deps;
+  const writer = createMessageWriter({ db, pool: poolOf(db), withPreviousIds: gate.active, onPersisted, onBatch });
   // Writes not yet acknowledged; graceful shutdown waits for them.
   const inFlight = new Set<Promise<unknown>>();
-  // Per channel, the last write in line. Each write waits for the one before it to be
-  // committed and published, so this instance publishes a channel's messages in id order.
+  // Per channel, the last change in line to be published. A new message takes its place in
+  // line when it is handed to the writer, before its batch even starts, so an edit or delete
+  // of a message (which can only be found once it is committed) always queues behind that
+  // message's publication, and messages are published in the order the writer commits them.
   const tails = new Map<number, Promise<void>>();
 
   function inChannelOrder<T>(channelId: number, task: () => Promise<T>): Promise<T> {
@@ -113,46 +95,12 @@ export function createMessagesService(deps: {
     return row;
   }
 
-  async function store(author: AuthUser, channelId: number, input: MessageInput): Promise<{ message: HistoryEntry; created: boolean; previousId?: number }> {
-    try {
-      // One writer per channel at a time across instances too, so ids are assigned in commit
-      // order (api.md §8); `inChannelOrder` then publishes them in that order.
-      // A batch, not an interactive transaction: under a burst, waiting for the lock must not
-      // run into Prisma's interactive-transaction start and run timeouts.
-      const started = performance.now();
-      const [, [previous], row] = await db.$transaction([
-        db.$executeRaw`SELECT pg_advisory_xact_lock(${channelId}::int)`,
-        // Under the lock: the channel's message before this one, which must be published first (publish-gate.ts).
-        db.$queryRaw<{ id: number }[]>`SELECT coalesce(max(id), 0)::int AS id FROM messages WHERE channel_id = ${channelId}::int`,
-        db.message.create({
-          data: { channelId, userId: author.id, content: input.content, clientId: input.clientId ?? null },
-          include: withAuthor,
-        }),
-      ]);
-      onPersisted?.((performance.now() - started) / 1000);
-      return { message: toChatMessage(row), created: true, previousId: previous?.id ?? 0 };
-    } catch (error) {
-      // A resend of a clientId we already stored: the unique constraint caught it; answer with the original.
-      if (input.clientId !== undefined && isUniqueViolation(error, "client_id")) {
-        const first = await db.message.findUniqueOrThrow({
-          where: { userId_clientId: { userId: author.id, clientId: input.clientId } },
-          include: withAuthor,
-        });
-        return { message: toHistoryEntry(first), created: false };
-      }
-      if (error instanceof Prisma.PrismaClientKnownRequestError && error.code === "P2003") {
-        throw new AppError("UNAUTHORIZED", "The account for this token no longer exists");
-      }
-      throw error;
-    }
-  }
-
   return {
     /**
      * Stores a message and, only once it is committed, publishes it. Returns the stored
      * message (the first one, for a repeated clientId, which is not published again).
      */
-    async send(author: AuthUser, input: MessageInput): Promise<HistoryEntry> {
+    async send(author: AuthUser, input: MessageInput, { knownMember = false }: SendOptions = {}): Promise<HistoryEntry> {
       if (input.userId !== undefined && input.userId !== author.id) {
         throw new AppError("FORBIDDEN", "userId does not match the authenticated user");
       }
@@ -160,15 +108,18 @@ export function createMessagesService(deps: {
         // Burst and sustained limits per author, for sockets and REST alike.
         await consumeOrThrow(limiter, String(author.id), "Too many messages; slow down");
         const channelId = input.channelId ?? GENERAL_CHANNEL_ID;
-        await channels.assertMember(author.id, channelId);
+        if (!knownMember) await channels.assertMember(author.id, channelId);
+        const written = writer.write({ channelId, userId: author.id, username: author.username, content: input.content, clientId: input.clientId ?? null });
+        // Awaited only when its turn comes; a failure meanwhile is not "unhandled".
+        written.catch(() => undefined);
         return inChannelOrder(channelId, async () => {
-          const { message, created, previousId } = await store(author, channelId, input);
-          if (created) {
-            await gate.before(channelId, previousId ?? 0);
-            publish.created(message as ChatMessage);
-            await gate.published(channelId, message.id);
+          const result = await written;
+          if (result.created) {
+            if (result.previousId !== undefined) await gate.before(channelId, result.previousId);
+            publish.created(result.message);
+            if (result.lastOfBatch) await gate.published(channelId, result.message.id);
           }
-          return message;
+          return result.message;
         });
       });
     },
@@ -242,6 +193,11 @@ export function createMessagesService(deps: {
         include: withAuthor,
       });
       return rows.map(toHistoryEntry);
+    },
+
+    /** Writes accepted and not yet answered: what `close()` would wait for. */
+    pendingWrites(): number {
+      return inFlight.size;
     },
 
     /** Refuses new messages and resolves when every accepted write has finished. */

@@ -12,6 +12,8 @@ import type { RedisClient } from "../lib/redis.ts";
  * On one instance the in-process queue per channel already gives this order: no gate.
  */
 export interface PublishGate {
+  /** False on one instance: nothing ever waits, so writers need not look up previous ids. */
+  readonly active: boolean;
   /** Resolves once the channel's message `previousId` has been published (or after a bounded wait). */
   before(channelId: number, previousId: number): Promise<void>;
   /** Records that message `id` of the channel has been published. */
@@ -26,9 +28,10 @@ local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end`;
 
 export function createPublishGate(redis?: RedisClient, onStall?: (channelId: number, previousId: number) => void): PublishGate {
-  if (!redis) return { before: async () => {}, published: async () => {} };
+  if (!redis) return { active: false, before: async () => {}, published: async () => {} };
   const key = (channelId: number) => `published:channel:${channelId}`;
   return {
+    active: true,
     // Never fails a send: the message is committed by now, so a Redis hiccup costs order, not the ack.
     async before(channelId, previousId) {
       if (previousId === 0) return;

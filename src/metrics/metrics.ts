@@ -40,8 +40,16 @@ export function createMetrics({ connectedSockets }: { connectedSockets: () => nu
   });
   const persist = new Histogram({
     name: "chat_message_persist_seconds",
-    help: "Time to store and commit one message (lock, insert, commit)",
+    help: "Time from accepting one message to its commit (waiting for its batch, lock, insert, commit)",
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    registers,
+  });
+
+  const batches = new Histogram({
+    name: "chat_message_batch_rows",
+    help: "Messages per group-commit transaction, by outcome (committed, split: retried row by row, failed: no database)",
+    labelNames: ["outcome"] as const,
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
     registers,
   });
 
@@ -60,6 +68,9 @@ export function createMetrics({ connectedSockets }: { connectedSockets: () => nu
     },
     persisted(seconds: number): void {
       persist.observe(seconds);
+    },
+    messageBatch(rows: number, outcome: "committed" | "split" | "failed"): void {
+      batches.observe({ outcome }, rows);
     },
   };
 }

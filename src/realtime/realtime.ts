@@ -5,6 +5,7 @@ import type { Logger } from "../lib/logger.ts";
 import { messageInputSchema, typingInputSchema } from "../messages/messages.schemas.ts";
 import type { MessageEvents, MessagesService } from "../messages/messages.service.ts";
 import type { ChannelsService } from "../channels/channels.service.ts";
+import { GENERAL_CHANNEL_ID } from "../channels/general.ts";
 import { tryConsume, type Limiter } from "../lib/rate-limit.ts";
 import type { Presence } from "../presence/presence.service.ts";
 import type { Authenticator } from "../sessions/authenticator.ts";
@@ -211,7 +212,10 @@ export function handleChatEvents(
         const parsed = messageInputSchema.safeParse(payload);
         if (!parsed.success) throw validationError(parsed.error.issues, "Message failed validation");
         const author = await authenticator.current(socket.data.user);
-        return { message: await messages.send(author, parsed.data) };
+        // As for typing: the socket's rooms follow membership, so being in the channel's room
+        // settles it without a query; otherwise the database says why not (NOT_FOUND or FORBIDDEN).
+        const knownMember = socket.rooms.has(channelRoom(parsed.data.channelId ?? GENERAL_CHANNEL_ID));
+        return { message: await messages.send(author, parsed.data, { knownMember }) };
       },
       (error) => (error ? metrics.messageRejected("socket", error.code) : metrics.messageAccepted("socket")),
     );

@@ -1,0 +1,136 @@
+import type { Pool } from "pg";
+import type { Db } from "../lib/db.ts";
+import { isDatabaseUnavailable } from "../lib/db.ts";
+import { insertBatch } from "./batch-insert.ts";
+import type { ChatMessage, HistoryEntry } from "./messages.schemas.ts";
+import { storeOne } from "./store-one.ts";
+
+/** A message to store, its author's name included (usernames never change, so the token's is the stored one). */
+export interface NewMessage {
+  channelId: number;
+  userId: number;
+  username: string;
+  content: string;
+  clientId: string | null;
+}
+
+/** What a writer answers once the message is committed. */
+export type Written =
+  | {
+      created: true;
+      message: ChatMessage;
+      /** Publish only after this message of the channel is published (publish-gate.ts); absent when nothing need be awaited. */
+      previousId?: number;
+      /** The channel's last message of its transaction: the one whose publication is recorded for other instances. */
+      lastOfBatch: boolean;
+    }
+  /** A resend of a clientId already stored: the first message, which is not published again. */
+  | { created: false; message: HistoryEntry };
+
+/** How a batch ended: committed whole, retried row by row (a row was refused), or failed (no database). */
+export type BatchOutcome = "committed" | "split" | "failed";
+
+export type MessageWriter = ReturnType<typeof createMessageWriter>;
+
+/**
+ * Group commit: messages arriving together are stored by one multi-row INSERT in one
+ * transaction. A batch closes at `maxRows`, or `windowMs` after its first message arrived;
+ * one batch commits at a time while the next one fills, so ids follow commit order. Each
+ * `write` resolves only after its row's COMMIT returned, and writes resolve in the order
+ * they were made.
+ */
+export function createMessageWriter(deps: {
+  db: Db;
+  pool: Pool;
+  /** Look up each channel's previous message id (only the cross-instance publish gate needs it). */
+  withPreviousIds: boolean;
+  maxRows?: number;
+  windowMs?: number;
+  /** Seconds each stored message waited, from `write` to its commit. */
+  onPersisted?: (seconds: number) => void;
+  onBatch?: (rows: number, outcome: BatchOutcome) => void;
+}) {
+  const { db, pool, withPreviousIds, maxRows = 256, windowMs = 1, onPersisted, onBatch } = deps;
+  type Queued = { row: NewMessage; queuedAt: number; resolve: (written: Written) => void; reject: (error: unknown) => void };
+  const queue: Queued[] = [];
+  let committing = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+
+  /** Starts the next batch if it is due, or makes sure it starts once it is. */
+  function schedule(): void {
+    if (committing || queue.length === 0) return;
+    const age = performance.now() - queue[0]!.queuedAt;
+    if (queue.length < maxRows && age < windowMs) {
+      timer ??= setTimeout(() => {
+        timer = undefined;
+        schedule();
+      }, windowMs - age);
+      return;
+    }
+    clearTimeout(timer);
+    timer = undefined;
+    committing = true;
+    void commit(queue.splice(0, maxRows)).finally(() => {
+      committing = false;
+      schedule();
+    });
+  }
+
+  const persisted = (queued: Queued) => onPersisted?.((performance.now() - queued.queuedAt) / 1000);
+
+  /** Settles every row of the batch, in order; never throws. */
+  async function commit(batch: Queued[]): Promise<void> {
+    let written: Written[];
+    try {
+      written = await insertBatch(
+        pool,
+        batch.map((q) => q.row),
+        { withPreviousIds },
+      );
+    } catch (error) {
+      if (isDatabaseUnavailable(error)) {
+        onBatch?.(batch.length, "failed");
+        for (const queued of batch) queued.reject(error);
+      } else {
+        onBatch?.(batch.length, "split");
+        await oneByOne(batch);
+      }
+      return;
+    }
+    onBatch?.(batch.length, "committed");
+    for (const [i, queued] of batch.entries()) {
+      persisted(queued);
+      queued.resolve(written[i]!);
+    }
+  }
+
+  /** A refused batch again, each row in a transaction of its own, so a bad row fails alone. */
+  async function oneByOne(batch: Queued[]): Promise<void> {
+    let unavailable: unknown;
+    for (const queued of batch) {
+      // Once the database is gone, the rest would only wait for their own connection timeouts.
+      if (unavailable) {
+        queued.reject(unavailable);
+        continue;
+      }
+      try {
+        const written = await storeOne(db, queued.row);
+        if (written.created) persisted(queued);
+        queued.resolve(written);
+      } catch (error) {
+        if (isDatabaseUnavailable(error)) unavailable = error;
+        queued.reject(error);
+      }
+    }
+  }
+
+  return {
+    /** Resolves once `row` is committed (or found already stored, for a repeated clientId). */
+    write(row: NewMessage): Promise<Written> {
+      return new Promise((resolve, reject) => {
+        queue.push({ row, queuedAt: performance.now(), resolve, reject });
+        schedule();
+      });
+    },
+  };
+}
