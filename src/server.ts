@@ -2,6 +2,7 @@ import { Server as Engine } from "@socket.io/bun-engine";
 import { corsOrigin, type App } from "./app.ts";
 import type { Config } from "./config.ts";
 import { drainingHeaders, shuttingDown } from "./middleware/draining.ts";
+import { enableNativeFanout } from "./realtime/native-fanout.ts";
 
 export interface RunningServer {
   /** Base URL, e.g. http://127.0.0.1:41234 */
@@ -59,6 +60,8 @@ export function serve(
       return engine.handleRequest(request, bunServer);
     },
   });
+  // Broadcasts to websocket clients: one encode and one Bun publish per room (see native-fanout.ts).
+  enableNativeFanout(io, server);
 
   let stopping: Promise<void> | undefined;
   return {

@@ -1,0 +1,193 @@
+import type { ServerWebSocket } from "bun";
+import type { Adapter, BroadcastOptions } from "socket.io-adapter";
+
+/**
+ * Native fan-out for Socket.IO broadcasts, after socket.io's own uWebSockets integration
+ * (`socket.io/dist/uws.js`): every websocket is subscribed, in Bun, to one topic per room it
+ * is in and to its namespace's topic; a broadcast to one room (or to the whole namespace)
+ * without exceptions is encoded once and sent with one `server.publish`. Sockets still on
+ * HTTP long-polling get the same pre-encoded packet one by one, as before. Anything else
+ * (several rooms, exceptions, volatile, binary attachments) takes socket.io's own path.
+ *
+ * The patch is on the base `Adapter.prototype` (found from the adapter itself), so it also covers the Redis adapter, whose
+ * ClusterAdapter delivers both its local part and other instances' broadcasts through
+ * `Adapter.prototype.broadcast`. Several Socket.IO servers may live in one process (the
+ * tests run many): the prototype is patched once and each call finds its own Bun server by
+ * the adapter's Socket.IO server; an adapter whose server was not registered behaves exactly
+ * as without this file.
+ *
+ * Order: Bun's publish and `ws.send` go into the same per-connection queue (uWS flushes a
+ * subscriber's pending topic messages before a direct send), and the websocket transport
+ * sends synchronously, so a published broadcast and a packet emitted after it to the same
+ * socket (an ack) arrive in emission order. Nothing here batches or defers.
+ */
+
+/** The Bun server a Socket.IO server is served by: only its `publish` is used. */
+export interface Publisher {
+  publish(topic: string, data: string): number;
+}
+
+// What this file reads of socket.io's and @socket.io/bun-engine's internals (untyped there).
+interface EngineSocket {
+  transport: { name: string; socket?: ServerWebSocket<unknown> };
+  once(event: "upgrade", listener: () => void): unknown;
+}
+interface IoSocket {
+  conn: EngineSocket;
+  client: { writeToEngine(packets: unknown[], opts: { preEncoded: true; volatile?: boolean; compress?: boolean }): void };
+  notifyOutgoingListeners?: (packet: unknown) => void;
+}
+interface AdapterInternals {
+  nsp: { name: string; server: object; sockets: Map<string, IoSocket> };
+  sids: Map<string, Set<string>>;
+  encoder: { encode(packet: unknown): unknown[] };
+  apply(opts: BroadcastOptions, callback: (socket: IoSocket) => void): void;
+}
+
+// The topic separator of uws.js (ASCII unit separator): no room name of ours contains it.
+const topicOf = (namespace: string, room: string) => `${namespace}\x1f${room}`;
+
+// Kept on the Socket.IO server, and the patch marked on the prototype, under registry symbols:
+// a test runner may evaluate this file (and socket.io-adapter) more than once per process, and
+// every copy must agree on which prototype is patched and where each server's publisher is.
+const publisherKey = Symbol.for("chat.nativeFanout.publisher");
+const patchedKey = Symbol.for("chat.nativeFanout.patched");
+/** Polling sockets already waiting for their upgrade, so each gets one listener. */
+const awaitingUpgrade = new WeakSet<IoSocket>();
+
+/** Broadcasts of `io` go through `server.publish` from now on. Call once `server` listens. */
+export function enableNativeFanout(io: { of(namespace: "/"): { adapter: object } }, server: Publisher): void {
+  (io as Record<symbol, unknown>)[publisherKey] = server;
+  const base = baseAdapterPrototype(io.of("/").adapter);
+  if (base[patchedKey]) return;
+  patchAdapter(base as unknown as Adapter);
+  base[patchedKey] = true;
+}
+
+/**
+ * The prototype of the `Adapter` class this adapter derives from: the one nearest the root that
+ * defines `broadcast` (the cluster adapters override it and call it through `super`).
+ */
+function baseAdapterPrototype(adapter: object): Record<symbol, unknown> {
+  let base: object | undefined;
+  for (let proto = Object.getPrototypeOf(adapter); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+    if (Object.hasOwn(proto, "broadcast")) base = proto;
+  }
+  if (!base) throw new Error("native fan-out: not a socket.io adapter");
+  return base as Record<symbol, unknown>;
+}
+
+const internals = (adapter: Adapter) => adapter as unknown as AdapterInternals;
+
+/** The adapter's Bun server, or undefined when its Socket.IO server was not registered. */
+const publisherOf = (adapter: AdapterInternals) => (adapter.nsp?.server as Record<symbol, Publisher | undefined> | undefined)?.[publisherKey];
+
+/** The socket's Bun websocket while it is on the websocket transport; undefined on polling. */
+function websocketOf(socket: IoSocket | undefined): ServerWebSocket<unknown> | undefined {
+  const transport = socket?.conn.transport;
+  return transport?.name === "websocket" ? transport.socket : undefined;
+}
+
+/**
+ * Subscribes a connected socket's websocket to `rooms`. The first time (not yet on the
+ * namespace topic), to the namespace and to every room it is in, which covers rooms joined
+ * before it connected and rooms joined while it was polling. On polling, waits for the upgrade.
+ */
+function subscribe(adapter: AdapterInternals, id: string, socket: IoSocket, rooms: Iterable<string>): void {
+  const websocket = websocketOf(socket);
+  const namespace = adapter.nsp.name;
+  if (!websocket) {
+    if (awaitingUpgrade.has(socket)) return;
+    awaitingUpgrade.add(socket);
+    socket.conn.once("upgrade", () => {
+      // Only if it is still connected: a socket that left meanwhile must get nothing.
+      if (adapter.nsp.sockets.get(id) === socket) subscribe(adapter, id, socket, []);
+    });
+    return;
+  }
+  if (!websocket.isSubscribed(namespace)) {
+    websocket.subscribe(namespace);
+    rooms = adapter.sids.get(id) ?? [];
+  }
+  for (const room of rooms) websocket.subscribe(topicOf(namespace, room));
+}
+
+const patchedMethods = ["addAll", "del", "delAll", "broadcast"] as const;
+type PatchedMethod = (typeof patchedMethods)[number];
+
+function patchAdapter(prototype: Adapter): void {
+  const original: Record<PatchedMethod, Function> = { addAll: prototype.addAll, del: prototype.del, delAll: prototype.delAll, broadcast: prototype.broadcast };
+  prototype.addAll = function (this: Adapter, id, rooms) {
+    const result = original.addAll.call(this, id, rooms);
+    const adapter = internals(this);
+    if (!publisherOf(adapter)) return result;
+    // Only connected sockets: apply() skips the others, so a publish must not reach them either.
+    // Socket.IO joins a socket to its own id room as it connects, which subscribes it then.
+    const socket = adapter.nsp.sockets.get(id);
+    if (socket) subscribe(adapter, id, socket, rooms);
+    return result;
+  };
+
+  prototype.del = function (this: Adapter, id, room) {
+    const result = original.del.call(this, id, room);
+    const adapter = internals(this);
+    if (publisherOf(adapter)) websocketOf(adapter.nsp.sockets.get(id))?.unsubscribe(topicOf(adapter.nsp.name, room));
+    return result;
+  };
+
+  // On disconnect, and when a socket leaves the namespace but keeps its connection: no topic of
+  // this namespace may reach it any more, the namespace's own included.
+  prototype.delAll = function (this: Adapter, id) {
+    const adapter = internals(this);
+    const websocket = publisherOf(adapter) ? websocketOf(adapter.nsp.sockets.get(id)) : undefined;
+    if (websocket) {
+      const namespace = adapter.nsp.name;
+      for (const room of adapter.sids.get(id) ?? []) websocket.unsubscribe(topicOf(namespace, room));
+      websocket.unsubscribe(namespace);
+    }
+    return original.delAll.call(this, id);
+  };
+
+  prototype.broadcast = function (this: Adapter, packet, opts) {
+    const adapter = internals(this);
+    const publisher = publisherOf(adapter);
+    const flags = opts.flags ?? {};
+    // One topic covers one room (or the namespace) and nobody excepted; a volatile packet must be
+    // dropped per socket whose transport is busy, which a publish cannot do.
+    if (!publisher || opts.rooms.size > 1 || (opts.except?.size ?? 0) > 0 || flags.volatile) return original.broadcast.call(this, packet, opts);
+
+    packet.nsp = adapter.nsp.name;
+    const encoded = adapter.encoder.encode(packet);
+    const [text] = encoded;
+    // Binary attachments travel as separate frames: left to socket.io (it encodes again).
+    if (encoded.length !== 1 || typeof text !== "string") return original.broadcast.call(this, packet, opts);
+
+    const [room] = opts.rooms;
+    const topic = room === undefined ? adapter.nsp.name : topicOf(adapter.nsp.name, room);
+    // "4" is Engine.IO's "message" packet type, which the websocket transport would prepend.
+    publisher.publish(topic, `4${text}`);
+    const packetOpts = { preEncoded: true as const, compress: flags.compress };
+    adapter.apply(opts, (socket) => {
+      socket.notifyOutgoingListeners?.(packet);
+      // Exactly once: a socket the publish did not reach (polling, mid-upgrade) gets it here.
+      if (websocketOf(socket)?.isSubscribed(topic)) return;
+      socket.client.writeToEngine(encoded, packetOpts);
+    });
+  };
+
+  // socket.io's \`close()\` puts back the prototype methods its uWebSockets integration replaces
+  // (uws.js \`restoreAdapter\`), which would undo this patch for every other server in the process
+  // (the tests run many). So ours stay, as accessors: an assignment replaces what they delegate
+  // to. One of ours assigned back (a copy of uws.js evaluated after this patch captured it) is
+  // ignored, or it would delegate to itself.
+  for (const name of patchedMethods) {
+    const ours = prototype[name];
+    Object.defineProperty(prototype, name, {
+      configurable: true,
+      get: () => ours,
+      set(value: Function) {
+        if (value !== ours) original[name] = value;
+      },
+    });
+  }
+}
