@@ -26,7 +26,29 @@ export interface TokenSigner {
   verifyAccess(token: string): Promise<AuthUser>;
 }
 
+/** Verified access tokens kept in memory at most; past this the oldest go first. */
+const verifiedCacheSize = 10_000;
+
 export function createTokenSigner(secret: string, ttlSeconds: number): TokenSigner {
+  // A token's signature and claims never change, so each is checked once (HMAC through
+  // WebCrypto and the claims schema cost more than the rest of a cached read). Expiry is
+  // re-checked on every use; revocation is the access guard's business, not this cache's.
+  const verified = new Map<string, { user: AuthUser; exp: number }>();
+
+  async function verifyOnce(token: string): Promise<{ user: AuthUser; exp: number }> {
+    let payload: unknown;
+    try {
+      // The algorithm is pinned: a token claiming "none" or RS256 is refused.
+      payload = await verify(token, secret, "HS256");
+    } catch {
+      throw new AppError("UNAUTHORIZED", "Invalid or expired token");
+    }
+    const claims = accessClaimsSchema.safeParse(payload);
+    if (!claims.success) throw new AppError("UNAUTHORIZED", "Invalid or expired token");
+    const { sub, username, role, sid, exp } = claims.data;
+    return { user: { id: Number(sub), username, role, sessionId: sid }, exp };
+  }
+
   return {
     async signAccess(user) {
       const now = Math.floor(Date.now() / 1000);
@@ -37,17 +59,17 @@ export function createTokenSigner(secret: string, ttlSeconds: number): TokenSign
       );
     },
     async verifyAccess(token) {
-      let payload: unknown;
-      try {
-        // The algorithm is pinned: a token claiming "none" or RS256 is refused.
-        payload = await verify(token, secret, "HS256");
-      } catch {
+      let entry = verified.get(token);
+      if (!entry) {
+        entry = await verifyOnce(token);
+        if (verified.size >= verifiedCacheSize) verified.delete(verified.keys().next().value!);
+        verified.set(token, entry);
+      }
+      if (entry.exp <= Math.floor(Date.now() / 1000)) {
+        verified.delete(token);
         throw new AppError("UNAUTHORIZED", "Invalid or expired token");
       }
-      const claims = accessClaimsSchema.safeParse(payload);
-      if (!claims.success) throw new AppError("UNAUTHORIZED", "Invalid or expired token");
-      const { sub, username, role, sid } = claims.data;
-      return { id: Number(sub), username, role, sessionId: sid };
+      return entry.user;
     },
   };
 }
