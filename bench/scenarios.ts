@@ -1,0 +1,177 @@
+import { cloneDatabase, GENERAL_CHANNEL_ID, type BenchUser } from "./lib/database.ts";
+import { cpuMeter, rssKiB } from "./lib/proc.ts";
+import { runGenerator, startTarget, type RunningTarget, type TargetName } from "./lib/targets.ts";
+import { progress } from "./lib/generator.ts";
+
+/** How hard each scenario pushes: the full run, or a few seconds of tiny load for `bun test`. */
+export interface Sizes {
+  ingestSenders: number;
+  ingestMs: number;
+  fanoutClients: number;
+  fanoutSteps: number[];
+  fanoutStepMs: number;
+  readConcurrency: number;
+  readMs: number;
+  capacitySockets: number;
+}
+
+export const fullSizes: Sizes = {
+  ingestSenders: 64,
+  ingestMs: 10_000,
+  fanoutClients: 1_000,
+  fanoutSteps: [25, 50, 100, 200, 400, 800, 1_600],
+  fanoutStepMs: 5_000,
+  readConcurrency: 32,
+  readMs: 8_000,
+  capacitySockets: 10_000,
+};
+
+export const smokeSizes: Sizes = {
+  ingestSenders: 4,
+  ingestMs: 800,
+  fanoutClients: 20,
+  fanoutSteps: [10, 20],
+  fanoutStepMs: 800,
+  readConcurrency: 4,
+  readMs: 500,
+  capacitySockets: 40,
+};
+
+/** Users the template needs for these sizes: every fan-out receiver plus its sender, and at least one per ingest sender. */
+export const usersNeeded = (sizes: Sizes) => Math.max(sizes.fanoutClients + 1, sizes.ingestSenders, 10);
+
+type Cpu = ReturnType<ReturnType<typeof cpuMeter>>;
+export type Measured<T> = T & { cpu: Cpu };
+
+/** Runs `body` against a fresh server on a fresh copy of the template; always stops and drops both. */
+async function against<T>(name: TargetName, template: string, label: string, body: (target: RunningTarget, databaseUrl: string) => Promise<T>): Promise<T> {
+  const database = await cloneDatabase(template, `${label}_${name}`);
+  const target = await startTarget(name, database.url);
+  try {
+    return await body(target, database.url);
+  } finally {
+    await target.stop();
+    await database.drop();
+  }
+}
+
+async function measured<T>(target: RunningTarget, scenario: string, settings: object, onReady?: (ready: unknown) => Promise<string | void>): Promise<Measured<T>> {
+  const meter = cpuMeter(target.pid);
+  const { result, cpuMs } = await runGenerator<T>(scenario, settings, onReady);
+  return { ...result, cpu: meter(cpuMs) };
+}
+
+export interface IngestResult {
+  senders: number;
+  acked: number;
+  refused: number;
+  messagesPerSecond: number;
+  ackMs: { p50: number; p95: number; p99: number; max: number };
+  missing: number;
+  duplicated: number;
+}
+
+/** Closed loop for the maximum, then open loop at half of it for the latency target. */
+export async function ingest(name: TargetName, template: string, users: BenchUser[], sizes: Sizes) {
+  const senders = users.slice(0, sizes.ingestSenders);
+  return against(name, template, "ingest", async (target, databaseUrl) => {
+    const base = { url: target.url, databaseUrl, tokens: senders.map((u) => u.token), channelIds: senders.map((u) => u.ownChannelId), durationMs: sizes.ingestMs };
+    const max = await measured<IngestResult>(target, "ingest", { ...base, pacedRate: 0, tag: "max" });
+    progress(`${name} ingest: ${max.messagesPerSecond} msg/s, p99 ${max.ackMs.p99} ms`);
+    const pacedRate = Math.max(1, Math.round(max.messagesPerSecond / 2));
+    const paced = await measured<IngestResult>(target, "ingest", { ...base, pacedRate, tag: "paced" });
+    progress(`${name} ingest at ${pacedRate}/s: p99 ${paced.ackMs.p99} ms`);
+    return { max, paced: { ...paced, rate: pacedRate } };
+  });
+}
+
+export interface FanoutStep {
+  targetRate: number;
+  sentPerSecond: number;
+  acked: number;
+  deliveries: number;
+  deliveriesPerSecond: number;
+  latencyMs: { p50: number; p95: number; p99: number; max: number };
+  missed: number;
+  duplicates: number;
+}
+
+export async function fanout(name: TargetName, template: string, users: BenchUser[], sizes: Sizes) {
+  return against(name, template, "fanout", (target) =>
+    measured<{ clients: number; steps: FanoutStep[] }>(target, "fanout", {
+      url: target.url,
+      receiverTokens: users.slice(0, sizes.fanoutClients).map((u) => u.token),
+      senderToken: users[sizes.fanoutClients]!.token,
+      channelId: GENERAL_CHANNEL_ID,
+      steps: sizes.fanoutSteps,
+      stepMs: sizes.fanoutStepMs,
+      stopAboveP99Ms: 100,
+    }),
+  );
+}
+
+export interface ReadResult {
+  concurrency: number;
+  requests: number;
+  errors: number;
+  requestsPerSecond: number;
+  latencyMs: { p50: number; p95: number; p99: number; max: number };
+}
+
+export const readPaths = { history: "/api/messages?limit=50", users: "/api/users" } as const;
+
+/** Both read endpoints on one server, or the hello-world's "/". */
+export async function read(name: TargetName, template: string, users: BenchUser[], sizes: Sizes) {
+  const paths: Record<string, string> = name === "hello" ? { hello: "/" } : readPaths;
+  return against(name, template, "read", async (target) => {
+    const results: Record<string, Measured<ReadResult>> = {};
+    for (const [label, path] of Object.entries(paths)) {
+      results[label] = await measured<ReadResult>(target, "http", {
+        url: target.url,
+        path,
+        token: users[0]!.token,
+        concurrency: sizes.readConcurrency,
+        durationMs: sizes.readMs,
+        warmupMs: Math.min(1_000, sizes.readMs / 2),
+      });
+      progress(`${name} ${label}: ${results[label]!.requestsPerSecond} req/s, p99 ${results[label]!.latencyMs.p99} ms`);
+    }
+    return results;
+  });
+}
+
+export interface CapacityResult {
+  sockets: number;
+  droppedWhileIdle: number;
+  connectionsPerSecond: number;
+  baselineRssKiB: number;
+  loadedRssKiB: number;
+  kibPerSocket: number;
+}
+
+/**
+ * Server memory with N idle sockets over memory before them, divided by N. The baseline is
+ * taken after one socket has come and gone, so code paths loaded once are not charged to
+ * the sockets; the loaded figure after the sockets have sat idle for a few seconds.
+ */
+export async function capacity(name: TargetName, template: string, users: BenchUser[], sizes: Sizes) {
+  return against(name, template, "capacity", async (target) => {
+    const tokens = users.map((u) => u.token);
+    await runGenerator("capacity", { url: target.url, tokens, sockets: 1, concurrency: 1 }, async () => {});
+    await Bun.sleep(1_000);
+    const baselineRssKiB = rssKiB(target.pid);
+    let loadedRssKiB = 0;
+    const result = await measured<Omit<CapacityResult, "baselineRssKiB" | "loadedRssKiB" | "kibPerSocket">>(
+      target,
+      "capacity",
+      { url: target.url, tokens, sockets: sizes.capacitySockets, concurrency: 200 },
+      async () => {
+        await Bun.sleep(sizes.capacitySockets >= 1_000 ? 5_000 : 500);
+        loadedRssKiB = rssKiB(target.pid);
+      },
+    );
+    const kibPerSocket = Math.round(((loadedRssKiB - baselineRssKiB) / result.sockets) * 10) / 10;
+    progress(`${name} capacity: ${result.sockets} sockets at ${result.connectionsPerSecond}/s, ${kibPerSocket} KiB each`);
+    return { ...result, baselineRssKiB, loadedRssKiB, kibPerSocket };
+  });
+}

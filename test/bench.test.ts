@@ -1,0 +1,68 @@
+import { afterAll, expect, setDefaultTimeout, test } from "bun:test";
+import { rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import type { Results } from "../bench/lib/report.ts";
+import { projectRoot } from "./helpers/process.ts";
+import { templateEnvVar } from "./helpers/env.ts";
+
+// Benchmarks are not tests, but their smoke mode is: `bun run bench --smoke` runs every
+// scenario against the service and the reference with a tiny load, so the benchmark
+// cannot rot. The figures mean nothing here; that nothing was lost, doubled or refused does.
+setDefaultTimeout(180_000);
+
+const out = path.join(tmpdir(), `chat-bench-smoke-${process.pid}`);
+afterAll(() => rm(out, { recursive: true, force: true }));
+
+const run = Bun.spawn([process.execPath, "bench/run.ts", "--smoke", `--out=${out}/RESULTS.md`, `--json=${out}/results.json`], {
+  cwd: projectRoot,
+  // The migrated template of this test run, so the benchmark need not migrate its own.
+  env: { ...process.env, BENCH_TEMPLATE_SOURCE: process.env[templateEnvVar] },
+  stdout: "pipe",
+  stderr: "pipe",
+});
+const [exitCode, stderr] = await Promise.all([run.exited, new Response(run.stderr).text()]);
+const results = exitCode === 0 ? ((await Bun.file(`${out}/results.json`).json()) as Results) : undefined;
+const servers = ["service", "reference"] as const;
+
+test("bun run bench --smoke runs every scenario and writes the results", async () => {
+  if (exitCode !== 0) console.error(stderr);
+  expect(exitCode).toBe(0);
+  const markdown = await Bun.file(`${out}/RESULTS.md`).text();
+  for (const heading of ["## Targets", "## 1. Ingest", "## 2. Fan-out", "## 3. Read path", "## 4. Capacity"]) expect(markdown).toContain(heading);
+  expect(results!.machine.Bun).toBe(Bun.version);
+});
+
+test.each(servers)("ingest on the %s: every acked message stored exactly once, none refused", (server) => {
+  for (const phase of ["max", "paced"] as const) {
+    const run = results!.ingest![server][phase];
+    expect(run.acked).toBeGreaterThan(0);
+    expect({ refused: run.refused, missing: run.missing, duplicated: run.duplicated }).toEqual({ refused: 0, missing: 0, duplicated: 0 });
+    expect(run.ackMs.p99).toBeGreaterThan(0);
+  }
+});
+
+test.each(servers)("fan-out on the %s: every client got every acked message once", (server) => {
+  const run = results!.fanout![server];
+  expect(run.steps.length).toBeGreaterThan(0);
+  for (const step of run.steps) {
+    expect(step.acked).toBeGreaterThan(0);
+    expect({ missed: step.missed, duplicates: step.duplicates, deliveries: step.deliveries }).toEqual({ missed: 0, duplicates: 0, deliveries: step.acked * run.clients });
+  }
+});
+
+test("read path: both endpoints on both servers and the hello-world answered 200 every time", () => {
+  const runs = [...Object.values(results!.read!.service), ...Object.values(results!.read!.reference), results!.read!.hello.hello!];
+  expect(runs).toHaveLength(5);
+  for (const run of runs) {
+    expect(run.requests).toBeGreaterThan(0);
+    expect(run.errors).toBe(0);
+  }
+});
+
+test.each(servers)("capacity on the %s: every socket connected and stayed, memory was read", (server) => {
+  const run = results!.capacity![server];
+  expect(run.sockets).toBe(40);
+  expect(run.droppedWhileIdle).toBe(0);
+  expect(run.loadedRssKiB).toBeGreaterThan(run.baselineRssKiB * 0.5);
+});
