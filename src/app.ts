@@ -94,6 +94,7 @@ export function createApp(deps: AppDeps) {
       audit,
       publish: messageEvents(io),
       onPersisted: metrics.persisted,
+      onBatch: metrics.messageBatch,
       gate: createPublishGate(redis, (channelId, previousId) =>
         logger.warn({ channelId, previousId }, "published without waiting for the previous message (its writer never recorded it)"),
       ),
