@@ -16,7 +16,7 @@ export interface Sizes {
 }
 
 export const fullSizes: Sizes = {
-  ingestSenders: 64,
+  ingestSenders: 256,
   ingestMs: 10_000,
   fanoutClients: 1_000,
   fanoutSteps: [25, 50, 100, 200, 400, 800, 1_600],

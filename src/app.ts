@@ -15,6 +15,7 @@ import { messagesRouter } from "./messages/messages.index.ts";
 import { createMessagesService } from "./messages/messages.service.ts";
 import { createMessageSearch } from "./messages/messages.search.ts";
 import { createPublishGate } from "./messages/publish-gate.ts";
+import { createRecentMessages, keepingRecent } from "./messages/recent-messages.ts";
 import { presenceRouter } from "./presence/presence.index.ts";
 import { createPresence } from "./presence/presence.service.ts";
 import { errorHandler, notFoundHandler } from "./middleware/error-handler.ts";
@@ -80,19 +81,23 @@ export function createApp(deps: AppDeps) {
   const presence = createPresence(redis);
   const metrics = createMetrics({ connectedSockets: () => io.of("/").sockets.size });
   const sessions = createSessionsService({ db, config, revocations, audit });
+  // Another instance's writes never pass through this one, so with Redis history is read from the database.
+  const recent = redis ? undefined : createRecentMessages();
+  const users = createUsersService({ db, audit, sessions, revocations });
   const services = {
     audit,
     channels,
     sessions,
-    auth: createAuthService({ db, signer, sessions, audit, config, createLimiter }),
-    users: createUsersService({ db, audit, sessions, revocations }),
+    auth: createAuthService({ db, signer, sessions, audit, config, createLimiter, onUserCreated: users.forgetPages }),
+    users,
     presence,
     search: createMessageSearch({ db, channels }),
     messages: createMessagesService({
       db,
       channels,
       audit,
-      publish: messageEvents(io),
+      publish: recent ? keepingRecent(recent, messageEvents(io)) : messageEvents(io),
+      recent,
       onPersisted: metrics.persisted,
       onBatch: metrics.messageBatch,
       gate: createPublishGate(redis, (channelId, previousId) =>

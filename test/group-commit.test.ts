@@ -248,7 +248,8 @@ describe("group commit", () => {
       let acks: Promise<any>[];
       try {
         acks = contents.map((content) => sendWithAck(socket, { content }, 20_000).then((ack) => (answered.push(ack), ack)));
-        await until(async () => (await waitingForLocks()).includes("COMMIT"), "the batch to wait inside its COMMIT");
+        // The batch's statement is its own transaction (it commits as it ends); with the publish gate it ends with COMMIT.
+        await until(async () => (await waitingForLocks()).some((q) => q === "COMMIT" || q.includes("INSERT INTO messages")), "the batch to wait inside its COMMIT");
         // Time enough for an early ack or broadcast to arrive.
         await Bun.sleep(300);
         expect({ answered, broadcast: seen, visible: await storedWithContent(contents) }).toEqual({ answered: [], broadcast: [], visible: [] });

@@ -26,8 +26,10 @@ export function createAuthService(deps: {
   audit: AuditService;
   config: Pick<Config, "ADMIN_USERNAMES" | "RATE_LIMIT_LOGIN_FAILURES">;
   createLimiter: LimiterFactory;
+  /** A new account exists (the user list's cached pages are out of date). */
+  onUserCreated?: () => void;
 }) {
-  const { db, signer, sessions, audit, config, createLimiter } = deps;
+  const { db, signer, sessions, audit, config, createLimiter, onUserCreated } = deps;
   const adminKeys = new Set(config.ADMIN_USERNAMES.map(usernameKey));
   const loginFailures = createLimiter("login-failures", config.RATE_LIMIT_LOGIN_FAILURES);
   prepareDummyHash();
@@ -61,6 +63,7 @@ export function createAuthService(deps: {
         throw error;
       }
       await audit.record({ actorId: user.id, action: "register", targetType: "user", targetId: user.id, ip, meta: { role: user.role } });
+      onUserCreated?.();
       return { token: await accessToken(user, session.id), refreshToken: session.refreshToken, user: toPublicUser(user) };
     },
 

@@ -1,6 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv } from "../lib/app-env.ts";
 import { createRouter } from "../lib/create-router.ts";
+import { jsonOnce } from "../lib/responses.ts";
 import type { MessagesService } from "../messages/messages.service.ts";
 import * as routes from "./channels.routes.ts";
 import type { ChannelsService } from "./channels.service.ts";
@@ -29,7 +30,7 @@ export function channelsRouter(deps: {
       const { channel, created } = await channels.direct(c.get("user"), c.req.valid("param").userId);
       return created ? c.json(channel, 201) : c.json(channel, 200);
     })
-    .openapi(routes.history, async (c) => c.json(await messages.history(c.get("user"), c.req.valid("param").id, c.req.valid("query")), 200))
+    .openapi(routes.history, async (c) => jsonOnce(c, await messages.history(c.get("user"), c.req.valid("param").id, c.req.valid("query")), 200))
     .openapi(routes.read, async (c) => {
       const user = c.get("user");
       const channelId = c.req.valid("param").id;

@@ -1,4 +1,5 @@
 import { sign, verify } from "hono/jwt";
+import { LRUCache } from "lru-cache";
 import { z } from "zod";
 import { AppError } from "./errors.ts";
 
@@ -26,14 +27,14 @@ export interface TokenSigner {
   verifyAccess(token: string): Promise<AuthUser>;
 }
 
-/** Verified access tokens kept in memory at most; past this the oldest go first. */
+/** Verified access tokens kept in memory at most; past this the least recently used go first. */
 const verifiedCacheSize = 10_000;
 
 export function createTokenSigner(secret: string, ttlSeconds: number): TokenSigner {
   // A token's signature and claims never change, so each is checked once (HMAC through
   // WebCrypto and the claims schema cost more than the rest of a cached read). Expiry is
   // re-checked on every use; revocation is the access guard's business, not this cache's.
-  const verified = new Map<string, { user: AuthUser; exp: number }>();
+  const verified = new LRUCache<string, { user: AuthUser; exp: number }>({ max: verifiedCacheSize });
 
   async function verifyOnce(token: string): Promise<{ user: AuthUser; exp: number }> {
     let payload: unknown;
@@ -62,7 +63,6 @@ export function createTokenSigner(secret: string, ttlSeconds: number): TokenSign
       let entry = verified.get(token);
       if (!entry) {
         entry = await verifyOnce(token);
-        if (verified.size >= verifiedCacheSize) verified.delete(verified.keys().next().value!);
         verified.set(token, entry);
       }
       if (entry.exp <= Math.floor(Date.now() / 1000)) {

@@ -26,19 +26,23 @@ const previousIds = {
 };
 
 /**
- * Every row in one statement. PostgreSQL inserts the rows of INSERT ... SELECT FROM unnest(...)
- * in array order and RETURNING gives them back in that order, ids drawn in that order too
- * (Django's and Rails' bulk inserts rely on the same); `matchesInput` checks it anyway before
- * the commit, since the answers are matched to the callers by position.
+ * Every row in one statement, the channels' locks taken first (the one-time filter runs before
+ * any row is produced). Alone, it is its own transaction: one round trip stores a batch.
+ * WITH ORDINALITY keeps the rows in array order and ids are drawn in that order, so sorting
+ * what RETURNING gives back by id matches each row to its caller.
  */
 const insertRows = {
   name: "messages.batch.insert",
-  text: `INSERT INTO messages (channel_id, user_id, content, client_id)
-SELECT * FROM unnest($1::int[], $2::int[], $3::text[], $4::text[])
-RETURNING id, channel_id, user_id, created_at`,
+  text: `WITH locked AS (SELECT pg_advisory_xact_lock(c) FROM unnest($1::int[]) AS c)
+INSERT INTO messages (channel_id, user_id, content, client_id)
+SELECT r.channel_id, r.user_id, r.content, r.client_id
+  FROM unnest($2::int[], $3::int[], $4::text[], $5::text[]) WITH ORDINALITY AS r(channel_id, user_id, content, client_id, ord)
+ WHERE (SELECT count(*) FROM locked) >= 0
+ ORDER BY r.ord
+RETURNING id, created_at`,
 };
 
-type InsertedRow = { id: number; channel_id: number; user_id: number; created_at: Date };
+type InsertedRow = { id: number; created_at: Date };
 
 // Statement names carry a number per connection. On a server each connection is a session of
 // its own anyway, but the embedded development database (PGlite's socket server) runs every
@@ -58,6 +62,8 @@ function prepared(client: PoolClient, statement: { name: string; text: string },
  */
 export async function insertBatch(pool: Pool, rows: NewMessage[], { withPreviousIds }: { withPreviousIds: boolean }): Promise<Written[]> {
   const channelIds = [...new Set(rows.map((r) => r.channelId))].sort((a, b) => a - b);
+  const columns = [rows.map((r) => r.channelId), rows.map((r) => r.userId), rows.map((r) => r.content), rows.map((r) => r.clientId)];
+  const insert = (client: PoolClient) => client.query<InsertedRow>(prepared(client, insertRows, [channelIds, ...columns]));
   const client = await pool.connect();
   // Between our queries the connection may fail with no query to report it to: that error
   // event must not crash the process; the next query fails and says so.
@@ -65,19 +71,19 @@ export async function insertBatch(pool: Pool, rows: NewMessage[], { withPrevious
   client.on("error", ignore);
   let broken: Error | undefined;
   try {
-    await client.query("BEGIN");
-    await client.query(prepared(client, lockChannels, [channelIds]));
-    const previous = withPreviousIds ? await client.query<{ channel_id: number; id: number }>(prepared(client, previousIds, [channelIds])) : undefined;
-    const columns = [rows.map((r) => r.channelId), rows.map((r) => r.userId), rows.map((r) => r.content), rows.map((r) => r.clientId)];
-    const inserted = await client.query<InsertedRow>(prepared(client, insertRows, columns));
-    if (!matchesInput(inserted.rows, rows)) throw new Error("the batch insert returned its rows out of order");
-    // Before the COMMIT: nothing may fail after it, or the caller would store the rows again.
-    const written = toWritten(rows, inserted.rows, previous && new Map(previous.rows.map((p) => [p.channel_id, p.id])));
-    await client.query("COMMIT");
-    return written;
-  } catch (error) {
-    await client.query("ROLLBACK").catch((failure: Error) => (broken = failure));
-    throw error;
+    if (!withPreviousIds) return toWritten(rows, (await insert(client)).rows, undefined);
+    // With the publish gate, the previous ids must be read under the same locks: one transaction.
+    try {
+      await client.query("BEGIN");
+      await client.query(prepared(client, lockChannels, [channelIds]));
+      const previous = await client.query<{ channel_id: number; id: number }>(prepared(client, previousIds, [channelIds]));
+      const inserted = await insert(client);
+      await client.query("COMMIT");
+      return toWritten(rows, inserted.rows, new Map(previous.rows.map((p) => [p.channel_id, p.id])));
+    } catch (error) {
+      await client.query("ROLLBACK").catch((failure: Error) => (broken = failure));
+      throw error;
+    }
   } finally {
     client.removeListener("error", ignore);
     // A connection that could not even roll back is discarded, not handed to the next caller.
@@ -85,16 +91,14 @@ export async function insertBatch(pool: Pool, rows: NewMessage[], { withPrevious
   }
 }
 
-function matchesInput(inserted: InsertedRow[], rows: NewMessage[]): boolean {
-  return inserted.length === rows.length && inserted.every((r, i) => r.channel_id === rows[i]!.channelId && r.user_id === rows[i]!.userId);
-}
-
 /**
  * Each row's answer. Only a channel's first row of the batch waits for the message before the
  * batch (`previousId`), and only its last records its publication (`lastOfBatch`): the rows in
  * between follow their neighbours from this very batch, published by this instance in order.
  */
-function toWritten(rows: NewMessage[], inserted: InsertedRow[], previous: Map<number, number> | undefined): Written[] {
+function toWritten(rows: NewMessage[], returned: InsertedRow[], previous: Map<number, number> | undefined): Written[] {
+  // Nothing here may throw: the rows are committed, and a caller told otherwise would send again.
+  const inserted = [...returned].sort((a, b) => a.id - b.id);
   const lastIndex = new Map(rows.map((r, i) => [r.channelId, i]));
   const seen = new Set<number>();
   return rows.map((row, i) => {

@@ -34,10 +34,11 @@ export type MessageWriter = ReturnType<typeof createMessageWriter>;
 
 /**
  * Group commit: messages arriving together are stored by one multi-row INSERT in one
- * transaction. A batch closes at `maxRows`, or `windowMs` after its first message arrived;
- * one batch commits at a time while the next one fills, so ids follow commit order. Each
- * `write` resolves only after its row's COMMIT returned, and writes resolve in the order
- * they were made.
+ * transaction. A batch closes at `maxRows`, or `windowMs` after its first message arrived.
+ * Up to `maxInFlight` batches commit at once (a commit waits mostly for the disk, not the
+ * CPU), but never two holding the same channel: a channel's messages are committed, and
+ * its writes resolved, in the order they were made. Each `write` resolves only after its
+ * row's COMMIT returned.
  */
 export function createMessageWriter(deps: {
   db: Db;
@@ -46,34 +47,54 @@ export function createMessageWriter(deps: {
   withPreviousIds: boolean;
   maxRows?: number;
   windowMs?: number;
+  maxInFlight?: number;
   /** Seconds each stored message waited, from `write` to its commit. */
   onPersisted?: (seconds: number) => void;
   onBatch?: (rows: number, outcome: BatchOutcome) => void;
 }) {
-  const { db, pool, withPreviousIds, maxRows = 256, windowMs = 1, onPersisted, onBatch } = deps;
+  const { db, pool, withPreviousIds, maxRows = 256, windowMs = 1, maxInFlight = 4, onPersisted, onBatch } = deps;
   type Queued = { row: NewMessage; queuedAt: number; resolve: (written: Written) => void; reject: (error: unknown) => void };
-  const queue: Queued[] = [];
-  let committing = false;
+  let queue: Queued[] = [];
+  /** Channels of the batches being committed: their next rows wait for the next batch. */
+  const busy = new Set<number>();
+  let inFlight = 0;
   let timer: ReturnType<typeof setTimeout> | undefined;
 
-  /** Starts the next batch if it is due, or makes sure it starts once it is. */
-  function schedule(): void {
-    if (committing || queue.length === 0) return;
-    const age = performance.now() - queue[0]!.queuedAt;
-    if (queue.length < maxRows && age < windowMs) {
-      timer ??= setTimeout(() => {
-        timer = undefined;
-        schedule();
-      }, windowMs - age);
-      return;
+  /** The rows the next batch may take: in order, none of a busy channel, at most `maxRows`. */
+  function eligible(): Queued[] {
+    const rows: Queued[] = [];
+    for (const queued of queue) {
+      if (busy.has(queued.row.channelId)) continue;
+      rows.push(queued);
+      if (rows.length === maxRows) break;
     }
-    clearTimeout(timer);
-    timer = undefined;
-    committing = true;
-    void commit(queue.splice(0, maxRows)).finally(() => {
-      committing = false;
-      schedule();
-    });
+    return rows;
+  }
+
+  /** Starts every batch that is due, or makes sure the next one starts once it is. */
+  function schedule(): void {
+    while (inFlight < maxInFlight && queue.length > 0) {
+      const batch = eligible();
+      if (batch.length === 0) return;
+      const age = performance.now() - batch[0]!.queuedAt;
+      if (batch.length < maxRows && age < windowMs) {
+        timer ??= setTimeout(() => {
+          timer = undefined;
+          schedule();
+        }, windowMs - age);
+        return;
+      }
+      const taken = new Set(batch);
+      queue = queue.filter((queued) => !taken.has(queued));
+      const channels = new Set(batch.map((queued) => queued.row.channelId));
+      for (const channelId of channels) busy.add(channelId);
+      inFlight++;
+      void commit(batch).finally(() => {
+        for (const channelId of channels) busy.delete(channelId);
+        inFlight--;
+        schedule();
+      });
+    }
   }
 
   const persisted = (queued: Queued) => onPersisted?.((performance.now() - queued.queuedAt) / 1000);

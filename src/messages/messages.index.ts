@@ -1,6 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv } from "../lib/app-env.ts";
 import { createRouter } from "../lib/create-router.ts";
+import { jsonOnce } from "../lib/responses.ts";
 import * as routes from "./messages.routes.ts";
 import type { MessageSearch } from "./messages.search.ts";
 import type { MessagesService } from "./messages.service.ts";
@@ -15,7 +16,7 @@ export function messagesRouter(deps: { messages: MessagesService; search: Messag
     router
       // Before `/api/messages/{id}`, so "search" is never taken for an id.
       .openapi(routes.search, async (c) => c.json(await search.search(c.get("user"), c.req.valid("query")), 200))
-      .openapi(routes.history, async (c) => c.json(await messages.history(c.get("user"), GENERAL_CHANNEL_ID, c.req.valid("query")), 200))
+      .openapi(routes.history, async (c) => jsonOnce(c, await messages.history(c.get("user"), GENERAL_CHANNEL_ID, c.req.valid("query")), 200))
       .openapi(routes.send, async (c) => c.json(await messages.send(c.get("user"), c.req.valid("json")), 201))
       .openapi(routes.edit, async (c) => c.json(await messages.edit(c.get("user"), c.req.valid("param").id, c.req.valid("json").content), 200))
       .openapi(routes.remove, async (c) => {

@@ -11,6 +11,7 @@ import type { ChannelsService } from "../channels/channels.service.ts";
 import { GENERAL_CHANNEL_ID } from "../channels/general.ts";
 import type { ChatMessage, HistoryEntry, HistoryQuery, MessageDeleted, MessageInput, MessageUpdated } from "./messages.schemas.ts";
 import { toChatMessage, toHistoryEntry, withAuthor } from "./message-rows.ts";
+import type { RecentMessages } from "./recent-messages.ts";
 import { createMessageWriter, type BatchOutcome } from "./message-writer.ts";
 
 /** Delivers committed changes to the sockets of the channel's members (the realtime layer). */
@@ -42,8 +43,10 @@ export function createMessagesService(deps: {
   onBatch?: (rows: number, outcome: BatchOutcome) => void;
   /** Cross-instance publish order (with Redis); none on one instance. */
   gate?: PublishGate;
+  /** Each channel's newest messages in memory (one instance only), kept by `publish`'s events. */
+  recent?: RecentMessages;
 }) {
-  const { db, channels, audit, publish, limiter, onPersisted, onBatch, gate = createPublishGate() } = deps;
+  const { db, channels, audit, publish, limiter, onPersisted, onBatch, gate = createPublishGate(), recent } = deps;
   const writer = createMessageWriter({ db, pool: poolOf(db), withPreviousIds: gate.active, onPersisted, onBatch });
   // Writes not yet acknowledged; graceful shutdown waits for them.
   const inFlight = new Set<Promise<unknown>>();
@@ -184,15 +187,21 @@ export function createMessagesService(deps: {
      * channel the reader belongs to.
      */
     async history(reader: AuthUser, channelId: number, { limit, before, after }: HistoryQuery): Promise<HistoryEntry[]> {
-      await channels.assertMember(reader.id, channelId);
-      const cursor = after !== undefined ? { id: { gt: after } } : before !== undefined ? { id: { lt: before } } : {};
-      const rows = await db.message.findMany({
-        where: { channelId, ...cursor },
-        orderBy: { id: after !== undefined ? "asc" : "desc" },
-        take: limit,
-        include: withAuthor,
-      });
-      return rows.map(toHistoryEntry);
+      // Everyone is in general and nobody can leave it: no question to ask the database.
+      if (channelId !== GENERAL_CHANNEL_ID) await channels.assertMember(reader.id, channelId);
+      const read = async (take: number) => {
+        const cursor = after !== undefined ? { id: { gt: after } } : before !== undefined ? { id: { lt: before } } : {};
+        const rows = await db.message.findMany({
+          where: { channelId, ...cursor },
+          orderBy: { id: after !== undefined ? "asc" : "desc" },
+          take,
+          include: withAuthor,
+        });
+        return rows.map(toHistoryEntry);
+      };
+      // The newest page, which every client reads on opening a channel, comes from memory.
+      if (!recent || before !== undefined || after !== undefined) return read(limit);
+      return recent.newest(channelId, limit) ?? (await recent.fill(channelId, read)).slice(0, limit);
     },
 
     /** Writes accepted and not yet answered: what `close()` would wait for. */

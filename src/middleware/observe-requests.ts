@@ -11,13 +11,16 @@ import type { Metrics } from "../metrics/metrics.ts";
  * strings are never logged, so no token or password can end up in a line.
  */
 export function observeRequests(logger: Logger, metrics: Metrics): MiddlewareHandler<AppEnv> {
+  // These lines carry only the fixed fields below, so the logger's redaction (a third of a
+  // line's cost) has nothing to find in them and is skipped.
+  const requestLog = logger.child({}, { redact: [] });
   return async (c, next) => {
     const started = performance.now();
     await next();
     const seconds = (performance.now() - started) / 1000;
     const route = routePath(c, -1);
     metrics.request(c.req.method, route, c.res.status, seconds);
-    logger.info(
+    requestLog.info(
       {
         requestId: c.get("requestId"),
         method: c.req.method,

@@ -1,6 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv } from "../lib/app-env.ts";
 import { createRouter } from "../lib/create-router.ts";
+import { jsonOnce } from "../lib/responses.ts";
 import * as routes from "./users.routes.ts";
 import type { UsersService } from "./users.service.ts";
 
@@ -17,7 +18,7 @@ export function usersRouter({ users, requireAuth }: { users: UsersService; requi
       if (page.nextAfter !== undefined) {
         c.header("Link", `</api/users?after=${page.nextAfter}&limit=${limit}>; rel="next"`);
       }
-      return c.json(page.users, 200);
+      return jsonOnce(c, page.users, 200);
     })
     .openapi(routes.setRole, async (c) => {
       const { id } = c.req.valid("param");

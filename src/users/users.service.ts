@@ -5,12 +5,24 @@ import { authorize, type Role } from "../lib/policy.ts";
 import type { AuthUser } from "../lib/tokens.ts";
 import type { Revocations } from "../sessions/revocations.ts";
 import type { SessionsService } from "../sessions/sessions.service.ts";
+import { LRUCache } from "lru-cache";
 import { toPublicUser, type PublicUser } from "./users.schemas.ts";
 
 export type UsersService = ReturnType<typeof createUsersService>;
 
 export function createUsersService(deps: { db: Db; audit: AuditService; sessions: SessionsService; revocations: Revocations }) {
   const { db, audit, sessions, revocations } = deps;
+  type Page = { users: PublicUser[]; nextAfter?: number };
+  // Pages of the user list, read by every client that opens: kept a second at most, and dropped
+  // at once when this instance adds a user or changes a role. A change made by another instance
+  // or by the CLI (scripts/user-role.ts) shows within that second.
+  const pages = new LRUCache<string, Page>({ max: 1_000, ttl: 1_000 });
+  // Bumped by every change: a page read across a change answers its request but is not kept.
+  let generation = 0;
+  const forgetPages = () => {
+    generation++;
+    pages.clear();
+  };
 
   async function target(id: number) {
     const user = await db.user.findUnique({ where: { id } });
@@ -20,18 +32,24 @@ export function createUsersService(deps: { db: Db; audit: AuditService; sessions
 
   return {
     /** One page of users by id; `nextAfter` is set when more remain. */
-    async list({ limit, after }: { limit: number; after?: number }): Promise<{ users: PublicUser[]; nextAfter?: number }> {
+    async list({ limit, after }: { limit: number; after?: number }): Promise<Page> {
+      const key = `${limit}:${after ?? ""}`;
+      const cached = pages.get(key);
+      if (cached) return cached;
+      const started = generation;
       const rows = await db.user.findMany({
         where: after === undefined ? {} : { id: { gt: after } },
         orderBy: { id: "asc" },
         take: limit + 1,
       });
-      const page = rows.slice(0, limit);
-      return {
-        users: page.map(toPublicUser),
-        nextAfter: rows.length > limit ? page.at(-1)?.id : undefined,
-      };
+      const users = rows.slice(0, limit);
+      const page = { users: users.map(toPublicUser), nextAfter: rows.length > limit ? users.at(-1)?.id : undefined };
+      if (generation === started) pages.set(key, page);
+      return page;
     },
+
+    /** A user was added or a role changed: the list pages in memory are out of date. */
+    forgetPages,
 
     async get(id: number): Promise<PublicUser> {
       const user = await db.user.findUnique({ where: { id } });
@@ -52,6 +70,7 @@ export function createUsersService(deps: { db: Db; audit: AuditService; sessions
         return updated;
       });
       revocations.userChanged(id, { disconnect: false });
+      forgetPages();
       return toPublicUser(after);
     },
 
