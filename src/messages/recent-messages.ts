@@ -33,10 +33,13 @@ interface Cached {
  */
 export function createRecentMessages({ depth = 200, maxChannels = 100 }: { depth?: number; maxChannels?: number } = {}): RecentMessages {
   const channels = new Map<number, Cached>();
-  // Bumped by every change to a channel: a read that overlapped a change is answered but not kept,
-  // or the cache would miss the change for good.
-  const versions = new Map<number, number>();
-  const bump = (channelId: number) => versions.set(channelId, (versions.get(channelId) ?? 0) + 1);
+  // For channels being loaded: bumped by every change meanwhile, so a read that overlapped a
+  // change is answered but not kept (the cache would miss the change for good).
+  const loading = new Map<number, { version: number; reads: number }>();
+  const bump = (channelId: number) => {
+    const state = loading.get(channelId);
+    if (state) state.version++;
+  };
 
   function replace(channelId: number, id: number, entry: (old: HistoryEntry) => HistoryEntry): void {
     bump(channelId);
@@ -61,9 +64,17 @@ export function createRecentMessages({ depth = 200, maxChannels = 100 }: { depth
     },
 
     async fill(channelId, read) {
-      const version = versions.get(channelId);
-      const entries = await read(depth);
-      if (versions.get(channelId) === version) {
+      let state = loading.get(channelId);
+      if (!state) loading.set(channelId, (state = { version: 0, reads: 0 }));
+      state.reads++;
+      const version = state.version;
+      let entries: HistoryEntry[];
+      try {
+        entries = await read(depth);
+      } finally {
+        if (--state.reads === 0) loading.delete(channelId);
+      }
+      if (state.version === version) {
         // The least recently read channel out first when full (Map order is insertion order).
         if (channels.size >= maxChannels && !channels.has(channelId)) channels.delete(channels.keys().next().value!);
         channels.set(channelId, { entries: [...entries], whole: entries.length < depth, pages: new Map() });
@@ -75,6 +86,9 @@ export function createRecentMessages({ depth = 200, maxChannels = 100 }: { depth
       bump(message.channelId);
       const cached = channels.get(message.channelId);
       if (!cached) return;
+      // A load can have read a message committed but not yet published (its publication waits
+      // behind an edit or delete of the channel): it is in front already.
+      if ((cached.entries[0]?.id ?? 0) >= message.id) return;
       // Published in id order per channel, so the newest goes in front.
       cached.entries.unshift(message);
       cached.pages.clear();

@@ -15,8 +15,8 @@ export function createUsersService(deps: { db: Db; audit: AuditService; sessions
   type Page = { users: PublicUser[]; nextAfter?: number };
   // Pages of the user list, read by every client that opens: kept a second at most, and dropped
   // at once when this instance adds a user or changes a role. A change made by another instance
-  // or by the CLI (scripts/user-role.ts) shows within that second.
-  const pages = new LRUCache<string, Page>({ max: 1_000, ttl: 1_000 });
+  // or by the CLI (scripts/user-role.ts) shows within that second. At most 100,000 users' worth.
+  const pages = new LRUCache<string, Page>({ max: 1_000, maxSize: 100_000, sizeCalculation: (page) => page.users.length + 1, ttl: 1_000 });
   // Bumped by every change: a page read across a change answers its request but is not kept.
   let generation = 0;
   const forgetPages = () => {

@@ -1,0 +1,1143 @@
+import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { SQL } from "bun";
+import { decode } from "hono/jwt";
+import { poolOf } from "../src/lib/db.ts";
+import { createTokenSigner } from "../src/lib/tokens.ts";
+import type { ChatMessage, HistoryEntry } from "../src/messages/messages.schemas.ts";
+import { adminDatabaseUrl, TEST_TIMEOUT_MS } from "./helpers/env.ts";
+import { expectError } from "./helpers/expect-error.ts";
+import { apiFor, expectStatus } from "./helpers/http.ts";
+import { sendWithAck, startTestServer, testJwtSecret, uniqueName, type ChatClient, type Registered, type TestServer, type Transport } from "./helpers/server.ts";
+
+// Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
+setDefaultTimeout(TEST_TIMEOUT_MS);
+
+// The read-path caches, against the real server and database:
+//   - the newest history page of each channel in memory (src/messages/recent-messages.ts),
+//     one instance only (with Redis, history is read from the database: src/app.ts);
+//   - the user list's pages (src/users/users.service.ts: 1 s TTL, dropped on register and role change);
+//   - verified access tokens (src/lib/tokens.ts: signature once, expiry on every use);
+// and the group-commit writer across many channels (src/messages/message-writer.ts).
+//
+// Sections: 1. the newest page is exact (sends, edits, deletes, limits, sizes, members only);
+// 2. it is served from memory (transactions counted in pg_stat_database); 3. reads racing writes
+// never lose a message; 4. with Redis there is no cache; 5. the user list; 6. verified tokens;
+// 7. group commit across many channels.
+//
+// The history cache is only kept by this instance's own writes, so messages written here with
+// SQL go only into channels nobody has read yet (their newest page is not in memory): the first
+// read loads it from the database. Every other change goes through the API.
+
+const GENERAL = 1;
+const adminName = uniqueName("admin");
+const t = await startTestServer({ env: { ADMIN_USERNAMES: adminName } });
+const sql = t.database.sql;
+const api = apiFor(t);
+// Registered under a name in ADMIN_USERNAMES: an admin (role changes in 5, a ban in 6).
+const admin = await t.register(adminName);
+
+// A second instance on its own database, used only for counting the database transactions
+// reads start (nothing else touches that database while it is measured).
+const q = await startTestServer();
+
+// Two instances sharing Redis and one database (api.md §9): no history cache there.
+const redisPrefix = `test:${crypto.randomUUID().slice(0, 8)}:`;
+const ra = await startTestServer({ redisPrefix });
+const rb = await startTestServer({ redisPrefix, database: ra.database });
+
+const opened: ChatClient[] = [];
+afterEach(() => {
+  for (const socket of opened.splice(0)) socket.disconnect();
+});
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+async function connect(user: Registered, transport: Transport = "websocket", server: TestServer = t): Promise<ChatClient> {
+  const socket = await server.connect(user.token, transport);
+  opened.push(socket);
+  return socket;
+}
+
+async function until(condition: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!(await condition())) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(5);
+  }
+}
+
+/** A channel made by `owner` (its only member) that `members` then join (public) through the API. */
+async function createChannel(owner: Registered, members: Registered[] = [], kind: "public" | "private" = "public", server: TestServer = t): Promise<number> {
+  const call = apiFor(server);
+  const channel = await expectStatus(await call("POST", "/api/channels", owner.token, { name: uniqueName("room"), kind }), 201);
+  for (const member of members) await expectStatus(await call("POST", `/api/channels/${channel.id}/join`, member.token), 200);
+  return channel.id as number;
+}
+
+/** How a history page is asked for: general also answers at GET /api/messages. */
+type Route = "GET /api/messages" | "GET /api/channels/:id/messages";
+
+function historyPath(channelId: number, query: string, route: Route = "GET /api/channels/:id/messages"): string {
+  if (route === "GET /api/messages") {
+    if (channelId !== GENERAL) throw new Error("GET /api/messages is general's history");
+    return `/api/messages${query}`;
+  }
+  return `/api/channels/${channelId}/messages${query}`;
+}
+
+/** The newest page (no cursor), as the API answers it; `limit` undefined is the default (50). */
+async function newest(reader: Registered, channelId: number, limit?: number, route?: Route, server: TestServer = t): Promise<HistoryEntry[]> {
+  const query = limit === undefined ? "" : `?limit=${limit}`;
+  return (await expectStatus(await apiFor(server)("GET", historyPath(channelId, query, route), reader.token), 200)) as HistoryEntry[];
+}
+
+type MessageRow = { id: number; channel_id: number; user_id: number; username: string; content: string; created_at: Date; edited_at: Date | null; deleted_at: Date | null };
+
+/** A stored row as history shows it: the message, or `{ id, deleted: true }` once deleted. */
+function asEntry(row: MessageRow): HistoryEntry {
+  if (row.deleted_at !== null) return { id: row.id, deleted: true };
+  const message: ChatMessage = {
+    id: row.id,
+    channelId: row.channel_id,
+    userId: row.user_id,
+    username: row.username,
+    content: row.content,
+    timestamp: new Date(row.created_at).toISOString(),
+  };
+  if (row.edited_at !== null) message.editedAt = new Date(row.edited_at).toISOString();
+  return message;
+}
+
+/** What the database says the newest page is: ordered by id desc, deleted rows as tombstones. */
+async function stored(channelId: number, limit = 50, db: SQL = sql): Promise<HistoryEntry[]> {
+  const rows = await db<MessageRow[]>`
+    SELECT m.id, m.channel_id, m.user_id, u.username, m.content, m.created_at, m.edited_at, m.deleted_at
+      FROM messages m JOIN users u ON u.id = m.user_id
+     WHERE m.channel_id = ${channelId}
+     ORDER BY m.id DESC
+     LIMIT ${limit}`;
+  return rows.map(asEntry);
+}
+
+/** Writes `n` messages by `author` with SQL, oldest first; only into a channel nobody has read yet. */
+async function seed(channelId: number, author: Registered, n: number): Promise<void> {
+  if (n === 0) return;
+  const tag = `seeded ${crypto.randomUUID().slice(0, 8)}`;
+  await sql`
+    INSERT INTO messages (channel_id, user_id, content)
+    SELECT ${channelId}::int, ${author.user.id}::int, ${tag} || ' #' || g FROM generate_series(1, ${n}::int) AS g ORDER BY g`;
+}
+
+/** The limits every page check reads: the bounds, the default (undefined) and the default's value. */
+const LIMITS = [undefined, 1, 50, 200] as const;
+
+/** Reads every limit and checks each page against the database; the reads also fill the cache. */
+async function expectPagesAsStored(reader: Registered, channelId: number, route?: Route): Promise<void> {
+  for (const limit of LIMITS) {
+    const page = await newest(reader, channelId, limit, route);
+    expect({ limit, page }).toEqual({ limit, page: await stored(channelId, limit ?? 50) });
+  }
+}
+
+type Sender = (author: Registered, channelId: number, content: string) => Promise<ChatMessage>;
+
+const viaSocket =
+  (transport: Transport): Sender =>
+  async (author, channelId, content) => {
+    const socket = await connect(author, transport);
+    const ack = await sendWithAck(socket, { content, channelId });
+    expect(ack).toMatchObject({ ok: true, message: { channelId, content } });
+    return ack.message as ChatMessage;
+  };
+
+const viaRest: Sender = async (author, channelId, content) =>
+  (await expectStatus(await api("POST", "/api/messages", author.token, { content, channelId }), 201)) as ChatMessage;
+
+/** What the backends of `db`'s database that wait for a lock are running. */
+async function waitingForLocks(db: SQL = sql): Promise<string[]> {
+  const rows = await db<{ query: string }[]>`
+    SELECT query FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`;
+  return rows.map((r) => r.query);
+}
+
+/**
+ * Runs `statement` (one that takes a lock) in a transaction of its own, held until `release()`;
+ * `taken` resolves once the statement has returned (the lock is held).
+ */
+function lockLater(statement: string): { taken: Promise<void>; release(): Promise<void> } {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let taken!: () => void;
+  const isTaken = new Promise<void>((resolve) => (taken = resolve));
+  const done = sql.begin(async (tx) => {
+    await tx.unsafe(statement);
+    taken();
+    await released;
+  });
+  return {
+    taken: Promise.race([isTaken, done]),
+    async release() {
+      release();
+      await done;
+    },
+  };
+}
+
+/** `lockLater`, once the lock is held. */
+async function hold(statement: string): Promise<{ release(): Promise<void> }> {
+  const lock = lockLater(statement);
+  await lock.taken;
+  return lock;
+}
+
+const increasing = (ids: number[]) => ids.every((id, i) => i === 0 || id > ids[i - 1]!);
+const byId = (a: { id: number }, b: { id: number }) => a.id - b.id;
+
+// ---------------------------------------------------------------------------------------
+// 1. The newest page is exact
+
+describe("1. the newest history page is exact", () => {
+  let alice: Registered;
+  let bob: Registered;
+  let room: number;
+
+  beforeAll(async () => {
+    [alice, bob] = await Promise.all([t.register(), t.register()]);
+    room = await createChannel(alice, [bob]);
+  });
+
+  test("a new channel with no messages is [] at every limit, as the database says; its first message is there at once", async () => {
+    const channelId = await createChannel(alice, [bob]);
+    for (const limit of LIMITS) {
+      expect(await newest(bob, channelId, limit)).toEqual([]);
+      expect(await stored(channelId, limit ?? 50)).toEqual([]);
+    }
+    const first = await viaSocket("websocket")(alice, channelId, "first words");
+    for (const limit of LIMITS) expect({ limit, page: await newest(bob, channelId, limit) }).toEqual({ limit, page: [first] });
+  });
+
+  const senders: [label: string, send: Sender][] = [
+    ["a socket over websocket", viaSocket("websocket")],
+    ["a socket over polling", viaSocket("polling")],
+    ["REST POST /api/messages", viaRest],
+  ];
+  const targets: [label: string, channel: () => number, route: Route][] = [
+    ["general, read with GET /api/messages", () => GENERAL, "GET /api/messages"],
+    ["general, read with GET /api/channels/1/messages", () => GENERAL, "GET /api/channels/:id/messages"],
+    ["a public channel", () => room, "GET /api/channels/:id/messages"],
+  ];
+  const sendRows = senders.flatMap(([how, send]) => targets.map(([where, channel, route]) => [how, where, send, channel, route] as const));
+
+  test.each(sendRows)("acked through %s into %s: the next read at every limit starts with it and equals the database", async (_how, _where, send, channel, route) => {
+    const channelId = channel();
+    // Every limit read once first, so each is answered from memory afterwards.
+    await expectPagesAsStored(bob, channelId, route);
+    const message = await send(alice, channelId, `sent ${crypto.randomUUID()}`);
+    for (const limit of LIMITS) {
+      const page = await newest(bob, channelId, limit, route);
+      expect({ limit, first: page[0] }).toEqual({ limit, first: message });
+      expect({ limit, page }).toEqual({ limit, page: await stored(channelId, limit ?? 50) });
+    }
+  });
+
+  // Channels with more messages than one page: `shallow` holds 180 (all in memory once read),
+  // `deep` 260 (only the newest 200, the cache's depth, are kept). Positions count from the newest.
+  describe("edits and deletes show at once, wherever the message is", () => {
+    const channels: Record<"shallow" | "deep", number> = { shallow: 0, deep: 0 };
+
+    beforeAll(async () => {
+      channels.shallow = await createChannel(alice, [bob]);
+      channels.deep = await createChannel(alice, [bob]);
+      await seed(channels.shallow, alice, 180);
+      await seed(channels.deep, alice, 260);
+      // Now into memory (the first reads load them), checked against the database.
+      await expectPagesAsStored(bob, channels.shallow);
+      await expectPagesAsStored(bob, channels.deep);
+    });
+
+    // Edits first: a deleted message cannot be edited. Neither shifts positions.
+    const changes: [change: "edit" | "delete", channel: "shallow" | "deep", position: number][] = [
+      ["edit", "shallow", 0],
+      ["edit", "shallow", 1],
+      ["edit", "shallow", 49],
+      ["edit", "shallow", 50],
+      ["edit", "shallow", 179],
+      ["edit", "deep", 0],
+      ["edit", "deep", 199],
+      ["edit", "deep", 200],
+      ["edit", "deep", 259],
+      ["delete", "shallow", 0],
+      ["delete", "shallow", 1],
+      ["delete", "shallow", 49],
+      ["delete", "shallow", 50],
+      ["delete", "shallow", 179],
+      ["delete", "deep", 0],
+      ["delete", "deep", 199],
+      ["delete", "deep", 200],
+      ["delete", "deep", 259],
+    ];
+
+    test.each(changes)("%s in the %s channel at position %i: every limit's next read shows it and equals the database", async (change, which, position) => {
+      const channelId = channels[which];
+      const target = (await stored(channelId, 300))[position]!;
+      expect(target).toBeDefined();
+      // Fresh pages in memory at every limit before the change.
+      await expectPagesAsStored(bob, channelId);
+      let expected: HistoryEntry;
+      if (change === "edit") {
+        const content = `edited ${crypto.randomUUID()}`;
+        const edited = await expectStatus(await api("PATCH", `/api/messages/${target.id}`, alice.token, { content }), 200);
+        expect(edited).toEqual({ ...target, content, editedAt: expect.any(String) });
+        expected = edited;
+      } else {
+        await expectStatus(await api("DELETE", `/api/messages/${target.id}`, alice.token), 204);
+        expected = { id: target.id, deleted: true };
+      }
+      for (const limit of LIMITS) {
+        const page = await newest(bob, channelId, limit);
+        expect({ limit, page }).toEqual({ limit, page: await stored(channelId, limit ?? 50) });
+        if (position < (limit ?? 50)) expect({ limit, entry: page[position] }).toEqual({ limit, entry: expected });
+        else expect(page.some((e) => e.id === target.id)).toBe(false);
+      }
+    });
+
+    test("new messages push the oldest out of the 200 kept: the deep channel's pages equal the database after each of 5 sends", async () => {
+      for (let i = 0; i < 5; i++) {
+        const message = await viaRest(alice, channels.deep, `pushing ${i}`);
+        for (const limit of LIMITS) {
+          const page = await newest(bob, channels.deep, limit);
+          expect(page[0]).toEqual(message);
+          expect({ i, limit, page }).toEqual({ i, limit, page: await stored(channels.deep, limit ?? 50) });
+        }
+      }
+    });
+  });
+
+  // Channels holding n messages when first read, then one more: the boundaries of "the whole
+  // channel is in memory" (fewer than 200) and of each limit.
+  const sizes = [0, 1, 3, 49, 50, 51, 199, 200, 201, 250];
+
+  test.each(sizes)("a channel of %i messages: each limit gives min(n, limit) entries equal to the database; one more message, likewise", async (n) => {
+    const channelId = await createChannel(alice, [bob]);
+    await seed(channelId, alice, n);
+    for (const limit of LIMITS) {
+      const page = await newest(bob, channelId, limit);
+      expect({ limit, length: page.length }).toEqual({ limit, length: Math.min(n, limit ?? 50) });
+      expect({ limit, page }).toEqual({ limit, page: await stored(channelId, limit ?? 50) });
+    }
+    const message = await viaSocket("websocket")(alice, channelId, "one more");
+    for (const limit of LIMITS) {
+      const page = await newest(bob, channelId, limit);
+      expect(page[0]).toEqual(message);
+      expect({ limit, length: page.length }).toEqual({ limit, length: Math.min(n + 1, limit ?? 50) });
+      expect({ limit, page }).toEqual({ limit, page: await stored(channelId, limit ?? 50) });
+    }
+  });
+
+  // A page in memory is still only for members.
+  const outsiders: [label: string, status: number, code: string, kind: "private" | "public"][] = [
+    ["a private channel the reader is not in", 404, "NOT_FOUND", "private"],
+    ["a public channel the reader has not joined", 403, "FORBIDDEN", "public"],
+  ];
+
+  test.each(outsiders)("%s: the members' page is in memory, the outsider still gets %i %s", async (_label, status, code, kind) => {
+    const channel = () => createChannel(alice, [], kind);
+    const channelId = await channel();
+    const message = await viaRest(alice, channelId, "members only");
+    expect(await newest(alice, channelId)).toEqual([message]);
+    const outsider = await t.register();
+    for (const limit of LIMITS) {
+      const res = await api("GET", historyPath(channelId, limit === undefined ? "" : `?limit=${limit}`), outsider.token);
+      const text = await res.clone().text();
+      expect(text).not.toContain("members only");
+      await expectError(res, status, code);
+    }
+  });
+
+  // FAILS TODAY (a real bug, see the report): a first read of a channel (nothing in memory)
+  // that loads a message already committed but not yet published keeps it, and its publication
+  // then puts it in front a second time. A message's publication waits behind an edit or delete
+  // of the same channel that is still in flight, so the window is as long as that statement.
+  // When recent-messages.ts is fixed, this passes and `.failing` must go.
+  test("a first read racing a committed but not yet published message does not list it twice", async () => {
+    const channelId = await createChannel(alice, [bob]);
+    const socket = await connect(alice);
+    const earlier = await sendWithAck(socket, { content: "to be edited", channelId });
+    expect(earlier.ok).toBe(true);
+    // The edit waits for this row lock inside the channel's publication line.
+    const rowLock = await hold(`SELECT id FROM messages WHERE id = ${earlier.message.id} FOR UPDATE`);
+    let edit: Promise<Response>;
+    let sent: Promise<any>;
+    try {
+      edit = api("PATCH", `/api/messages/${earlier.message.id}`, alice.token, { content: "edited" });
+      await until(async () => (await waitingForLocks()).some((query) => query.includes("UPDATE")), "the edit to wait for the row lock");
+      sent = sendWithAck(socket, { content: "committed, not yet published", channelId }, 20_000);
+      await until(async () => (await sql`SELECT 1 FROM messages WHERE content = 'committed, not yet published'`).length === 1, "the message to be committed");
+      // The channel's first read: its page is loaded from the database now.
+      await newest(bob, channelId, 200);
+    } finally {
+      await rowLock.release();
+    }
+    await expectStatus(await edit!, 200);
+    expect(await sent!).toMatchObject({ ok: true });
+    const page = await newest(bob, channelId, 200);
+    expect(page).toEqual(await stored(channelId, 200));
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// 2. Served from memory: no database transaction
+
+describe("2. the newest page of general is served from memory", () => {
+  // On `q`'s database nothing runs but `q`'s pool. Its backends' statistics reach
+  // pg_stat_database only when flushed (at most once a second, and an idle backend's pending
+  // counts up to 10 s later), but always when the backend exits, before it is gone: so each
+  // window starts and ends by terminating them and waiting for their exit (the pool opens new
+  // ones when needed). The counters are read from a connection to another database, whose own
+  // transactions are not counted here. The pool's checkouts are counted too, in process, exactly.
+  const monitor = new SQL({ url: adminDatabaseUrl, max: 1 });
+  afterAll(() => monitor.close());
+  const pool = poolOf(q.database.db);
+  let checkouts = 0;
+  pool.on("acquire", () => checkouts++);
+  let reader: Registered;
+
+  async function flushStatistics(): Promise<void> {
+    const rows = await monitor<{ done: boolean }[]>`
+      SELECT pg_terminate_backend(pid, 5000) AS done FROM pg_stat_activity WHERE datname = ${q.database.name}`;
+    expect(rows.every((r) => r.done)).toBe(true);
+  }
+
+  async function committed(): Promise<number> {
+    await monitor`SELECT pg_stat_clear_snapshot()`;
+    const [row] = await monitor<{ n: string }[]>`SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = ${q.database.name}`;
+    return Number(row!.n);
+  }
+
+  /** Transactions committed in `q`'s database, and pool checkouts, while `reads` ran. */
+  async function measure(reads: () => Promise<void>): Promise<{ transactions: number; checkouts: number }> {
+    await flushStatistics();
+    const [before, checkoutsBefore] = [await committed(), checkouts];
+    await reads();
+    const used = checkouts - checkoutsBefore;
+    await flushStatistics();
+    return { transactions: (await committed()) - before, checkouts: used };
+  }
+
+  async function read50(path: string, expected: string): Promise<void> {
+    for (let i = 0; i < 50; i++) {
+      const res = await apiFor(q)("GET", path, reader.token);
+      expect({ i, status: res.status, text: await res.text() }).toEqual({ i, status: 200, text: expected });
+    }
+  }
+
+  beforeAll(async () => {
+    reader = await q.register();
+    for (let i = 0; i < 60; i++) await expectStatus(await apiFor(q)("POST", "/api/messages", reader.token, { content: `quiet ${i}` }), 201);
+  });
+
+  const paths = ["/api/messages", "/api/messages?limit=1", "/api/messages?limit=50", "/api/messages?limit=200", "/api/channels/1/messages?limit=50"];
+
+  test.each(paths)("GET %s: after one read, 50 more start no transaction and check out no connection; the same 50 with before= do", async (path) => {
+    // The first read loads the page (and the token's session state, kept 30 s) into memory.
+    const res = await apiFor(q)("GET", path, reader.token);
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    const limit = Number(new URL(path, q.url).searchParams.get("limit") ?? 50);
+    expect(JSON.parse(text)).toEqual(await stored(GENERAL, limit, q.database.sql));
+
+    // Anything else visiting the database (an autovacuum worker, say) would count too, and once
+    // in a while does: up to three windows, one of which must count exactly zero transactions
+    // (a page read from the database costs at least one each time), and none a pool checkout.
+    const windows: { transactions: number; checkouts: number }[] = [];
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const window = await measure(() => read50(path, text));
+      windows.push(window);
+      if (window.transactions === 0) break;
+    }
+    expect({ checkouts: windows.map((w) => w.checkouts), transactions: windows.map((w) => w.transactions) }).toEqual({
+      checkouts: windows.map(() => 0),
+      transactions: expect.arrayContaining([0]),
+    });
+
+    // Control: the same page through a cursor (every id is below 2^31-1) is read from the
+    // database each time, and the measurement sees it.
+    const sep = path.includes("?") ? "&" : "?";
+    const control = await measure(() => read50(`${path}${sep}before=2147483647`, text));
+    expect(control.checkouts).toBeGreaterThanOrEqual(50);
+    expect(control.transactions).toBeGreaterThanOrEqual(50);
+    console.info(`${path}: cached reads ${JSON.stringify(windows)}, with before= ${JSON.stringify(control)}`);
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// 3. Reads racing writes
+
+describe("3. reads racing writes never lose a message", () => {
+  let users: Registered[];
+
+  beforeAll(async () => {
+    users = await Promise.all(Array.from({ length: 10 }, () => t.register()));
+  });
+
+  const variants: [label: string, channelCount: number, warm: boolean][] = [
+    ["one channel, its page already in memory", 1, true],
+    ["one channel, nothing in memory when the sends start", 1, false],
+    ["two channels at once, their pages already in memory", 2, true],
+    ["two channels at once, nothing in memory when the sends start", 2, false],
+  ];
+
+  test.each(variants)(
+    "%s: 20 sockets send 200 messages while pages are read over and over; every page is the newest of what was committed, holding every message acked before it was asked for, and the final page equals the database",
+    async (_label, channelCount, warm) => {
+      const channelIds: number[] = [];
+      for (let c = 0; c < channelCount; c++) channelIds.push(await createChannel(users[0]!, users.slice(1)));
+      const sockets = await Promise.all(users.flatMap((user) => [connect(user, "websocket"), connect(user, "polling")]));
+      if (warm) for (const channelId of channelIds) expect(await newest(users[0]!, channelId, 200)).toEqual([]);
+
+      // Per channel, the largest id acked so far.
+      const acked = new Map(channelIds.map((id) => [id, 0]));
+      type Read = { channelId: number; limit: number; ackedBefore: number; page: HistoryEntry[] };
+      const reads: Read[] = [];
+      let sending = true;
+      // Four readers per channel, reading back to back from before the first send to after the last ack.
+      const readers = channelIds.flatMap((channelId, c) =>
+        [1, 50, 200, 200].map(async (limit, r) => {
+          const reader = users[(c * 4 + r) % users.length]!;
+          while (sending) {
+            const ackedBefore = acked.get(channelId)!;
+            reads.push({ channelId, limit, ackedBefore, page: await newest(reader, channelId, limit) });
+          }
+        }),
+      );
+
+      // Ten waves, 10 ms apart: in each, every socket sends one message (to the channels in turn).
+      const sends: Promise<ChatMessage>[] = [];
+      for (let i = 0; i < 10; i++) {
+        for (const [s, socket] of sockets.entries()) {
+          const channelId = channelIds[(s + i) % channelCount]!;
+          sends.push(
+            sendWithAck(socket, { content: `race s${s} #${i}`, channelId }, 20_000).then((ack) => {
+              expect(ack).toMatchObject({ ok: true, message: { channelId } });
+              acked.set(channelId, Math.max(acked.get(channelId)!, ack.message.id));
+              return ack.message as ChatMessage;
+            }),
+          );
+        }
+        await Bun.sleep(10);
+      }
+      let messages: ChatMessage[];
+      try {
+        messages = await Promise.all(sends);
+      } finally {
+        sending = false;
+        await Promise.all(readers);
+      }
+
+      for (const channelId of channelIds) {
+        const final = await newest(users[1]!, channelId, 200);
+        const inChannel = messages.filter((m) => m.channelId === channelId).sort(byId).reverse();
+        expect(final).toEqual(inChannel);
+        expect(final).toEqual(await stored(channelId, 200));
+        expect(final).toHaveLength(200 / channelCount);
+
+        // Every page read meanwhile: the newest `limit` of a prefix of the channel's committed
+        // messages (ids are committed in order per channel), so no gap, no duplicate, nothing
+        // stale, and nothing acked before the read was missing.
+        for (const { limit, ackedBefore, page } of reads.filter((r) => r.channelId === channelId)) {
+          const newestId = page[0]?.id ?? 0;
+          expect({ limit, ackedBefore, newestId: Math.max(newestId, ackedBefore) }).toEqual({ limit, ackedBefore, newestId });
+          expect({ limit, page }).toEqual({ limit, page: final.filter((e) => e.id <= newestId).slice(0, limit) });
+        }
+      }
+      // Pages read while the channel had some of its messages but not all: the race happened.
+      const lastIds = new Map(channelIds.map((id) => [id, Math.max(...messages.filter((m) => m.channelId === id).map((m) => m.id))]));
+      const during = reads.filter((r) => r.page.length > 0 && r.page[0]!.id < lastIds.get(r.channelId)!).length;
+      console.info(`reads racing writes (${channelCount} channel(s), ${warm ? "warm" : "cold"}): ${reads.length} pages read, ${during} of them mid-burst`);
+      expect(during).toBeGreaterThan(0);
+    },
+  );
+});
+
+describe("3. a first read overlapping a publication is answered but not kept", () => {
+  // Deterministic, with locks: the first read of a channel loads its page from the database
+  // (messages, then their authors from users). It reads the messages before a new message
+  // commits, and waits for users (locked) until that message is committed, published and acked.
+  // Kept, that page would miss the message for good; it must answer that read only.
+  test("the read after the ack has the message, and equals the database", async () => {
+    const [author, reader] = await Promise.all([t.register(), t.register()]);
+    const channelId = await createChannel(author, [reader]);
+    await seed(channelId, author, 1);
+    const socket = await connect(author);
+    // The reader's session is in memory, so the read below asks the database for the page alone.
+    await expectStatus(await api("GET", "/api/users/me", reader.token), 200);
+    const content = `held in its commit ${crypto.randomUUID().slice(0, 8)}`;
+    // A deferred constraint trigger runs inside COMMIT: this one waits for an advisory lock the test holds.
+    await sql.unsafe(`CREATE FUNCTION hold_commit_caches() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_advisory_xact_lock_shared(31338, 1); RETURN NULL; END $$`);
+    await sql.unsafe(`CREATE CONSTRAINT TRIGGER hold_commit_caches AFTER INSERT ON messages DEFERRABLE INITIALLY DEFERRED
+      FOR EACH ROW WHEN (NEW.content = '${content}') EXECUTE FUNCTION hold_commit_caches()`);
+    const commitGate = await hold("SELECT pg_advisory_xact_lock(31338, 1)");
+    // Queued behind the held insert's key-share lock on its author's row, so taken once it commits.
+    let usersLock: ReturnType<typeof lockLater> | undefined;
+    try {
+      const sent = sendWithAck(socket, { content, channelId }, 20_000);
+      await until(async () => (await waitingForLocks()).some((q) => q.includes("INSERT INTO messages")), "the message to wait inside its COMMIT");
+      usersLock = lockLater("LOCK TABLE users IN ACCESS EXCLUSIVE MODE");
+      await until(async () => (await waitingForLocks()).some((q) => q.startsWith("LOCK TABLE users")), "the users lock to queue");
+      const firstRead = newest(reader, channelId, 200);
+      await until(async () => (await waitingForLocks()).some((q) => q.startsWith("SELECT") && q.includes('"users"')), "the first read to wait for users");
+      // The message commits, is published and acked while the first read still waits.
+      await commitGate.release();
+      const ack = await sent;
+      expect(ack).toMatchObject({ ok: true, message: { content, channelId } });
+      await usersLock.taken;
+      await usersLock.release();
+      const first = await firstRead;
+      // That read began before the commit: it is answered without the message.
+      expect(first).toHaveLength(1);
+      expect(first[0]!.id).toBeLessThan(ack.message.id);
+      const next = await newest(reader, channelId, 200);
+      expect(next[0]).toEqual(ack.message);
+      expect(next).toEqual(await stored(channelId, 200));
+    } finally {
+      await commitGate.release();
+      await usersLock?.release();
+      await sql.unsafe("DROP TRIGGER IF EXISTS hold_commit_caches ON messages");
+      await sql.unsafe("DROP FUNCTION IF EXISTS hold_commit_caches()");
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// 4. With Redis: no cache
+
+describe("4. with Redis, another instance's writes show at once in this one's newest page", () => {
+  let alice: Registered;
+  let bob: Registered;
+  let room: number;
+
+  beforeAll(async () => {
+    alice = await ra.register();
+    bob = await rb.register();
+    room = await createChannel(alice, [bob], "public", ra);
+  });
+
+  type Op = (author: Registered, channelId: number, server: TestServer) => Promise<HistoryEntry>;
+  const sendBySocket: Op = async (author, channelId, server) => {
+    const ack = await sendWithAck(await connect(author, "websocket", server), { content: `over ${crypto.randomUUID()}`, channelId });
+    expect(ack.ok).toBe(true);
+    return ack.message;
+  };
+  const sendByRest: Op = async (author, channelId, server) =>
+    expectStatus(await apiFor(server)("POST", "/api/messages", author.token, { content: `over ${crypto.randomUUID()}`, channelId }), 201);
+  const editNewest: Op = async (author, channelId, server) => {
+    const mine = await sendByRest(author, channelId, server);
+    return expectStatus(await apiFor(server)("PATCH", `/api/messages/${mine.id}`, author.token, { content: `edited ${crypto.randomUUID()}` }), 200);
+  };
+  const deleteNewest: Op = async (author, channelId, server) => {
+    const mine = await sendByRest(author, channelId, server);
+    await expectStatus(await apiFor(server)("DELETE", `/api/messages/${mine.id}`, author.token), 204);
+    return { id: mine.id, deleted: true };
+  };
+
+  const ops: [label: string, op: Op][] = [
+    ["a socket message", sendBySocket],
+    ["a REST message", sendByRest],
+    ["an edit", editNewest],
+    ["a delete", deleteNewest],
+  ];
+  const rows = ops.flatMap(([label, op]) =>
+    (["A", "B"] as const).flatMap((via) =>
+      (["general", "a public channel"] as const).map((where) => [label, via, via === "A" ? "B" : "A", where, op] as const),
+    ),
+  );
+
+  test.each(rows)("%s through %s shows in %s's newest page (%s) at once, at every limit", async (_label, via, other, where, op) => {
+    const [writer, reader] = via === "A" ? [alice, bob] : [bob, alice];
+    const [writeServer, readServer] = via === "A" ? [ra, rb] : [rb, ra];
+    const channelId = where === "general" ? GENERAL : room;
+    const route: Route = where === "general" ? "GET /api/messages" : "GET /api/channels/:id/messages";
+    // The other instance has read the page before (if it kept one, it would be stale now).
+    for (const limit of LIMITS) await newest(reader, channelId, limit, route, readServer);
+    const entry = await op(writer, channelId, writeServer);
+    for (const limit of LIMITS) {
+      const page = await newest(reader, channelId, limit, route, readServer);
+      expect({ other, limit, first: page[0] }).toEqual({ other, limit, first: entry });
+      expect({ other, limit, page }).toEqual({ other, limit, page: await stored(channelId, limit ?? 50, ra.database.sql) });
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// 5. The user list
+
+describe("5. the user list", () => {
+  let caller: Registered;
+
+  beforeAll(async () => {
+    caller = await t.register();
+    expect(admin.user.role).toBe("admin");
+  });
+
+  type PublicUser = { id: number; username: string; role: string; createdAt: string };
+  type Query = { after?: number; limit?: number };
+
+  const usersPath = ({ after, limit }: Query) => {
+    const params = new URLSearchParams();
+    if (after !== undefined) params.set("after", String(after));
+    if (limit !== undefined) params.set("limit", String(limit));
+    const query = params.toString();
+    return query === "" ? "/api/users" : `/api/users?${query}`;
+  };
+
+  async function storedUsers(): Promise<PublicUser[]> {
+    const rows = await sql<{ id: number; username: string; role: string; created_at: Date }[]>`
+      SELECT id, username, role::text AS role, created_at FROM users ORDER BY id`;
+    return rows.map((r) => ({ id: r.id, username: r.username, role: r.role, createdAt: new Date(r.created_at).toISOString() }));
+  }
+
+  /** The page and Link header the database says `query` should get. */
+  async function expectedPage(query: Query): Promise<{ users: PublicUser[]; link: string | null }> {
+    const limit = query.limit ?? 100;
+    const rest = (await storedUsers()).filter((u) => query.after === undefined || u.id > query.after);
+    const users = rest.slice(0, limit);
+    return { users, link: rest.length > limit ? `</api/users?after=${users.at(-1)!.id}&limit=${limit}>; rel="next"` : null };
+  }
+
+  async function listed(query: Query): Promise<{ users: PublicUser[]; link: string | null }> {
+    const res = await api("GET", usersPath(query), caller.token);
+    const link = res.headers.get("link");
+    return { users: (await expectStatus(res, 200)) as PublicUser[], link };
+  }
+
+  async function expectListedAsStored(queries: Query[]): Promise<void> {
+    for (const query of queries) expect({ query, ...(await listed(query)) }).toEqual({ query, ...(await expectedPage(query)) });
+  }
+
+  /**
+   * Reads `queries` over and over until stopped, so that every page is in memory and fresh when
+   * a change lands: a change that failed to drop them would be answered stale for up to 1 s.
+   */
+  function keepReading(queries: Query[]): () => Promise<void> {
+    let reading = true;
+    const loop = (async () => {
+      while (reading) for (const query of queries) await listed(query);
+    })();
+    return async () => {
+      reading = false;
+      await loop;
+    };
+  }
+
+  /** Pages around the current end of the list, where a new user lands. */
+  async function pagesAtTheEnd(): Promise<Query[]> {
+    const ids = (await storedUsers()).map((u) => u.id);
+    const [secondLast, last] = [ids.at(-2)!, ids.at(-1)!];
+    return [{}, { limit: 1000 }, { after: secondLast, limit: 1 }, { after: last }, { after: last, limit: 1 }, { after: secondLast, limit: 2 }];
+  }
+
+  test("a user who registers is listed at once on this instance, and the Link of what was the last page appears", async () => {
+    const queries = await pagesAtTheEnd();
+    await expectListedAsStored(queries);
+    // The last page has no Link yet.
+    expect((await listed(queries[2]!)).link).toBeNull();
+    const stop = keepReading(queries);
+    let newcomer: Registered;
+    try {
+      newcomer = await t.register(uniqueName("newcomer"));
+    } finally {
+      await stop();
+    }
+    await expectListedAsStored(queries);
+    expect((await listed({ limit: 1000 })).users).toContainEqual(newcomer.user);
+    expect((await listed(queries[3]!)).users).toEqual([newcomer.user]);
+    expect((await listed(queries[2]!)).link).not.toBeNull();
+  });
+
+  const roles = ["moderator", "admin", "user", "admin", "user"] as const;
+
+  test("a role change by an admin (PATCH /api/users/:id) is listed at once, every time", async () => {
+    const target = await t.register(uniqueName("promoted"));
+    const queries: Query[] = [{ limit: 1000 }, { after: target.user.id - 1, limit: 1 }, {}];
+    for (const role of roles) {
+      await expectListedAsStored(queries);
+      const stop = keepReading(queries);
+      try {
+        expect(await expectStatus(await api("PATCH", `/api/users/${target.user.id}`, admin.token, { role }), 200)).toEqual({ ...target.user, role });
+      } finally {
+        await stop();
+      }
+      expect({ role, listed: (await listed(queries[1]!)).users }).toEqual({ role, listed: [{ ...target.user, role }] });
+      await expectListedAsStored(queries);
+    }
+  });
+
+  // Changes this instance does not see (another instance, the CLI, SQL) show within the TTL.
+  const behindTheBack: [label: string, change: () => Promise<void>][] = [
+    [
+      "a user inserted with SQL",
+      async () => {
+        const name = uniqueName("inserted");
+        await sql`INSERT INTO users (username, username_key, password_hash) VALUES (${name}, ${name.toLowerCase()}, '$argon2id$v=19$m=65536,t=2,p=1$fixturefixture$fixture')`;
+      },
+    ],
+    [
+      "a role changed with SQL",
+      async () => {
+        await sql`UPDATE users SET role = 'moderator' WHERE id = (SELECT max(id) FROM users)`;
+      },
+    ],
+  ];
+
+  test.each(behindTheBack)("%s is listed within 1.2 s, with the right Link headers", async (_label, change) => {
+    const queries = await pagesAtTheEnd();
+    await expectListedAsStored(queries);
+    const changed = performance.now();
+    await change();
+    const expected = await Promise.all(queries.map(expectedPage));
+    // When the first reads that all saw the change were asked for.
+    let elapsed = 0;
+    await until(
+      async () => {
+        elapsed = performance.now() - changed;
+        const now = await Promise.all(queries.map(listed));
+        return Bun.deepEquals(now, expected);
+      },
+      "the change to be listed",
+      3_000,
+    );
+    expect(elapsed).toBeLessThan(1_200);
+    await expectListedAsStored(queries);
+  });
+
+  test("following Link from the first page in pages of 3 still walks every user once, in id order, as stored", async () => {
+    const walked: PublicUser[] = [];
+    let path: string | null = "/api/users?limit=3";
+    for (let i = 0; path !== null; i++) {
+      if (i > 1_000) throw new Error("Link never ends");
+      const res: Response = await api("GET", path, caller.token);
+      const link: string | null = res.headers.get("link");
+      const page = (await expectStatus(res, 200)) as PublicUser[];
+      walked.push(...page);
+      path = link === null ? null : /^<([^>]+)>; rel="next"$/.exec(link)![1]!;
+    }
+    expect(walked).toEqual(await storedUsers());
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// 6. Verified tokens
+
+describe("6. a token verified once is still checked on every use", () => {
+  const protectedPaths = ["/api/users/me", "/api/messages?limit=1", "/api/users?limit=1"];
+
+  async function expectAccepted(token: string): Promise<void> {
+    for (const path of protectedPaths) {
+      const res = await api("GET", path, token);
+      expect({ path, status: res.status }).toEqual({ path, status: 200 });
+      await res.body?.cancel();
+    }
+  }
+
+  async function expectRefused(token: string, status: number, code: string): Promise<void> {
+    for (const path of protectedPaths) await expectError(await api("GET", path, token), status, code);
+  }
+
+  test.each([1, 2])("a token with a %i s lifetime and a live session: accepted (and cached) while valid, 401 from the second it expires", async (ttl) => {
+    const user = await t.register();
+    const sid = decode(user.token).payload.sid as string;
+    // Signed just after a second starts, so the token has its whole lifetime to be used in.
+    await Bun.sleep(1_000 - (Date.now() % 1_000) + 10);
+    const token = await createTokenSigner(testJwtSecret, ttl).signAccess({ id: user.user.id, username: user.user.username, role: "user", sessionId: sid });
+    const { iat, exp } = decode(token).payload as { iat: number; exp: number };
+    expect(exp - iat).toBe(ttl);
+    for (let i = 0; i < 3; i++) await expectAccepted(token);
+    // Still valid when last accepted, so the refusals below are about expiry alone.
+    expect(Date.now()).toBeLessThan(exp * 1_000);
+    await Bun.sleep(exp * 1_000 - Date.now() + 20);
+    await expectRefused(token, 401, "UNAUTHORIZED");
+    await expect(connect({ ...user, token })).rejects.toThrow();
+    // The session itself is fine: the registration's token still works.
+    await expectAccepted(user.token);
+  });
+
+  const revocations: [label: string, revoke: (user: Registered, other: Registered) => Promise<void>, status: number, code: string, otherSessionSurvives: boolean][] = [
+    [
+      "logout (POST /api/auth/logout)",
+      async (user) => void (await expectStatus(await api("POST", "/api/auth/logout", undefined, { refreshToken: user.refreshToken }), 204)),
+      401,
+      "UNAUTHORIZED",
+      true,
+    ],
+    ["logout everywhere (POST /api/auth/logout-all)", async (user) => void (await expectStatus(await api("POST", "/api/auth/logout-all", user.token), 204)), 401, "UNAUTHORIZED", false],
+    [
+      "a ban by an admin",
+      async (user) => {
+        await expectStatus(await api("POST", `/api/users/${user.user.id}/ban`, admin.token, { reason: "test" }), 200);
+      },
+      403,
+      "BANNED",
+      false,
+    ],
+  ];
+
+  test.each(revocations)("%s: the token, cached from earlier uses, is refused at once", async (_label, revoke, status, code, otherSessionSurvives) => {
+    const user = await t.register();
+    const login = (await expectStatus(await api("POST", "/api/auth/login", undefined, { username: user.user.username, password: "correct horse battery" }), 200)) as Registered;
+    const other = { ...user, token: login.token, refreshToken: login.refreshToken };
+    for (let i = 0; i < 3; i++) await expectAccepted(user.token);
+    await expectAccepted(other.token);
+    await revoke(user, other);
+    await expectRefused(user.token, status, code);
+    if (otherSessionSurvives) await expectAccepted(other.token);
+    else await expectRefused(other.token, status, code);
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// 7. Group commit across many channels
+
+describe("7. group commit across many channels", () => {
+  type Outcome = "committed" | "split" | "failed";
+
+  async function batchFigures(): Promise<Record<Outcome, { batches: number; rows: number }>> {
+    const text = await (await fetch(`${t.url}/metrics`)).text();
+    const sample = (suffix: "count" | "sum", outcome: Outcome) => Number(new RegExp(`^chat_message_batch_rows_${suffix}\\{outcome="${outcome}"\\} (\\S+)$`, "m").exec(text)?.[1] ?? 0);
+    const figures = (outcome: Outcome) => ({ batches: sample("count", outcome), rows: sample("sum", outcome) });
+    return { committed: figures("committed"), split: figures("split"), failed: figures("failed") };
+  }
+
+  async function batchesSince(before: Awaited<ReturnType<typeof batchFigures>>) {
+    const after = await batchFigures();
+    const delta = (o: Outcome) => ({ batches: after[o].batches - before[o].batches, rows: after[o].rows - before[o].rows });
+    return { committed: delta("committed"), split: delta("split"), failed: delta("failed") };
+  }
+
+  /** Every `message` broadcast the socket receives from now on, in arrival order. */
+  function collect(socket: ChatClient): ChatMessage[] {
+    const received: ChatMessage[] = [];
+    socket.on("message", (message) => received.push(message));
+    return received;
+  }
+
+  /** Posts a marker to general and waits until every socket has it: each connection delivers in order. */
+  async function settle(author: Registered, received: ChatMessage[][]): Promise<void> {
+    const marker = (await expectStatus(await api("POST", "/api/messages", author.token, { content: `marker ${crypto.randomUUID()}` }), 201)) as ChatMessage;
+    await until(() => received.every((list) => list.some((m) => m.id === marker.id)), "the marker on every socket");
+    for (const list of received) list.splice(list.findIndex((m) => m.id === marker.id), 1);
+  }
+
+  type StoredRow = { id: number; channel_id: number; user_id: number; username: string; content: string; created_at: Date; tx: string };
+
+  async function storedLike(pattern: string): Promise<StoredRow[]> {
+    return sql<StoredRow[]>`
+      SELECT m.id, m.channel_id, m.user_id, u.username, m.content, m.created_at, m.xmin::text AS tx
+        FROM messages m JOIN users u ON u.id = m.user_id WHERE m.content LIKE ${pattern} ORDER BY m.id`;
+  }
+
+  const asAcked = (r: StoredRow): ChatMessage => ({
+    id: r.id,
+    channelId: r.channel_id,
+    userId: r.user_id,
+    username: r.username,
+    content: r.content,
+    timestamp: new Date(r.created_at).toISOString(),
+  });
+
+  /** `n` users, each the only member of a channel of their own (and, like everyone, of general). */
+  async function owners(n: number): Promise<{ user: Registered; channelId: number }[]> {
+    const users = await Promise.all(Array.from({ length: n }, () => t.register()));
+    return Promise.all(users.map(async (user) => ({ user, channelId: await createChannel(user) })));
+  }
+
+  test("10 users each in their own channel: 300 messages over the 10 channels at once; each ack is exactly one stored row; per channel, acks and broadcasts in id order; nobody gets another channel's messages", async () => {
+    const tag = `gc ${crypto.randomUUID().slice(0, 8)}`;
+    const parties = await owners(10);
+    // Each user sends from two sockets (both transports); a watcher who joined every channel sees everything.
+    const watcher = await t.register();
+    for (const { channelId } of parties) await expectStatus(await api("POST", `/api/channels/${channelId}/join`, watcher.token), 200);
+    const watching = await Promise.all([connect(watcher, "websocket"), connect(watcher, "polling")]);
+    const senders = await Promise.all(parties.flatMap(({ user }) => [connect(user, "websocket"), connect(user, "polling")]));
+    const received = [...senders, ...watching].map(collect);
+    const before = await batchFigures();
+
+    // Interleaved: round k sends one message from each of the 20 sockets, 15 rounds, all emitted in one tick.
+    const acksInArrival: ChatMessage[][] = senders.map(() => []);
+    const sends = Array.from({ length: 15 }, (_, k) =>
+      senders.map((socket, s) => {
+        const party = parties[Math.floor(s / 2)]!;
+        const payload = { content: `${tag} c${party.channelId} s${s} #${k}`, channelId: party.channelId };
+        const ack = sendWithAck(socket, payload, 20_000).then((a) => {
+          if (a.ok) acksInArrival[s]!.push(a.message);
+          return a;
+        });
+        return { author: party.user.user, payload, ack };
+      }),
+    ).flat();
+    const acks = await Promise.all(sends.map((s) => s.ack));
+
+    for (const [i, ack] of acks.entries()) {
+      const { author, payload } = sends[i]!;
+      expect(ack).toEqual({
+        ok: true,
+        message: { id: expect.any(Number), channelId: payload.channelId, userId: author.id, username: author.username, content: payload.content, timestamp: expect.any(String) },
+      });
+    }
+    const messages = acks.map((a) => a.message as ChatMessage).sort(byId);
+    expect(new Set(messages.map((m) => m.id)).size).toBe(300);
+
+    // Every ack is one committed row, exactly as acked, and nothing else was stored.
+    const rows = await storedLike(`${tag} %`);
+    expect(rows.map(asAcked)).toEqual(messages);
+
+    // Batched: fewer transactions than messages, as the writer counts them too; per channel, its
+    // transactions follow one another (no channel's rows of two transactions interleave by id).
+    const transactions = new Set(rows.map((r) => r.tx)).size;
+    expect(transactions).toBeLessThan(300 / 4);
+    expect(await batchesSince(before)).toEqual({ committed: { batches: transactions, rows: 300 }, split: { batches: 0, rows: 0 }, failed: { batches: 0, rows: 0 } });
+    for (const { channelId } of parties) {
+      const txs = rows.filter((r) => r.channel_id === channelId).map((r) => r.tx);
+      const runs = txs.filter((tx, i) => i === 0 || tx !== txs[i - 1]);
+      expect({ channelId, runs: runs.length }).toEqual({ channelId, runs: new Set(txs).size });
+    }
+    console.info(`group commit: 300 messages over 10 channels in ${transactions} transactions`);
+
+    // Acks arrive, per socket (each sends to one channel), in id order, all 15.
+    for (const [s, list] of acksInArrival.entries()) {
+      expect(list).toHaveLength(15);
+      expect({ s, increasing: increasing(list.map((m) => m.id)) }).toEqual({ s, increasing: true });
+    }
+
+    // Broadcasts: each sender's sockets get exactly their channel's 30, in id order; the watcher all 300, each channel's in id order.
+    await settle(parties[0]!.user, received);
+    for (const [s] of senders.entries()) {
+      const { channelId } = parties[Math.floor(s / 2)]!;
+      expect({ s, got: received[s] }).toEqual({ s, got: messages.filter((m) => m.channelId === channelId) });
+    }
+    for (const list of received.slice(senders.length)) {
+      expect(list).toHaveLength(300);
+      for (const { channelId } of parties) expect(list.filter((m) => m.channelId === channelId)).toEqual(messages.filter((m) => m.channelId === channelId));
+    }
+  });
+
+  // A row the database refuses, in channel X: by a trigger (INTERNAL), or because its author was
+  // deleted just before (UNAUTHORIZED). The table lock holds batches until released, so what
+  // forms a batch is decided, not timed:
+  //   same batch: four batches in other channels take the writer's four slots; everything sent
+  //     meanwhile, X's rows and Y's, becomes the next batch, together;
+  //   own batches: one blocked batch in X and one in Y; the rows sent meanwhile wait for their
+  //     channel, and as each blocked batch ends its channel's rows start a batch of their own,
+  //     while the other channel is still busy: X's and Y's rows are never in one batch.
+  const failures: [poison: "refused by a trigger" | "from a deleted author", layout: "same batch" | "own batches"][] = [
+    ["refused by a trigger", "same batch"],
+    ["refused by a trigger", "own batches"],
+    ["from a deleted author", "same batch"],
+    ["from a deleted author", "own batches"],
+  ];
+
+  test.each(failures)("a row %s in channel X, %s as channel Y's rows: Y's are all stored, acked and broadcast in order; X's others too; only that row fails", async (poison, layout) => {
+    const tag = `rf ${crypto.randomUUID().slice(0, 8)}`;
+    const [x, y, ...others] = await owners(6);
+    const [xSocket, ySocket] = await Promise.all([connect(x!.user), connect(y!.user)]);
+    const watcher = await t.register();
+    for (const { channelId } of [x!, y!]) await expectStatus(await api("POST", `/api/channels/${channelId}/join`, watcher.token), 200);
+    const seen = collect(await connect(watcher, "polling"));
+
+    // The poisoned row's socket and content.
+    let poisonSocket = xSocket;
+    let poisonContent = `${tag} x poison`;
+    let expectedCode = "INTERNAL";
+    if (poison === "refused by a trigger") {
+      await sql.unsafe(`CREATE OR REPLACE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.content LIKE '% poison' THEN RAISE EXCEPTION 'poisoned row'; END IF; RETURN NEW; END $$`);
+      await sql.unsafe(`CREATE TRIGGER refuse_poison BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse_poison()`);
+    } else {
+      // A member of X whose account is deleted while their socket (and its cached session) is up.
+      const doomed = await t.register();
+      await expectStatus(await api("POST", `/api/channels/${x!.channelId}/join`, doomed.token), 200);
+      poisonSocket = await connect(doomed);
+      poisonContent = `${tag} x from the deleted`;
+      await sql`DELETE FROM users WHERE id = ${doomed.user.id}`;
+      expectedCode = "UNAUTHORIZED";
+    }
+
+    const xGood = [0, 1, 2, 3].map((i) => `${tag} x good ${i}`);
+    const yGood = [0, 1, 2, 3, 4, 5].map((i) => `${tag} y good ${i}`);
+    const send = (socket: ChatClient, channelId: number, content: string) => sendWithAck(socket, { content, channelId }, 20_000);
+    const blockers: { socket: ChatClient; channelId: number }[] =
+      layout === "same batch"
+        ? await Promise.all(others.map(async (o) => ({ socket: await connect(o.user), channelId: o.channelId })))
+        : [
+            { socket: xSocket, channelId: x!.channelId },
+            { socket: ySocket, channelId: y!.channelId },
+          ];
+    let blocked: Promise<any>[] = [];
+    let xAcks: Promise<any>[] = [];
+    let yAcks: Promise<any>[] = [];
+    let poisonAck: Promise<any>;
+    let before: Awaited<ReturnType<typeof batchFigures>>;
+    try {
+      const lock = await hold("LOCK TABLE messages IN EXCLUSIVE MODE");
+      try {
+        before = await batchFigures();
+        // One at a time, each a batch of its own stuck on the lock.
+        for (const [i, { socket, channelId }] of blockers.entries()) {
+          blocked.push(send(socket, channelId, `${tag} blocker ${i}`));
+          await until(async () => (await waitingForLocks()).length === i + 1, `blocker ${i} to wait for the lock`);
+        }
+        xAcks = xGood.slice(0, 2).map((content) => send(xSocket, x!.channelId, content));
+        poisonAck = send(poisonSocket, x!.channelId, poisonContent);
+        xAcks.push(...xGood.slice(2).map((content) => send(xSocket, x!.channelId, content)));
+        yAcks = yGood.map((content) => send(ySocket, y!.channelId, content));
+        await until(() => t.app.services.messages.pendingWrites() === blockers.length + xGood.length + 1 + yGood.length, "every row to wait for the writer");
+      } finally {
+        await lock.release();
+      }
+      const [xAnswers, yAnswers, poisonAnswer, blockerAnswers] = await Promise.all([Promise.all(xAcks), Promise.all(yAcks), poisonAck!, Promise.all(blocked)]);
+      expect(poisonAnswer).toEqual({ ok: false, error: { code: expectedCode, message: expect.any(String) } });
+      for (const [i, answer] of [...blockerAnswers, ...xAnswers, ...yAnswers].entries()) {
+        expect({ i, answer }).toEqual({ i, answer: { ok: true, message: expect.any(Object) } });
+      }
+
+      // Stored: exactly the acked rows, nothing of the poisoned one; each channel's in the order sent.
+      const xMessages = xAnswers.map((a) => a.message as ChatMessage);
+      const yMessages = yAnswers.map((a) => a.message as ChatMessage);
+      expect(xMessages.map((m) => m.content)).toEqual(xGood);
+      expect(yMessages.map((m) => m.content)).toEqual(yGood);
+      expect(increasing(xMessages.map((m) => m.id))).toBe(true);
+      expect(increasing(yMessages.map((m) => m.id))).toBe(true);
+      const rows = await storedLike(`${tag} %`);
+      const acked = [...blockerAnswers, ...xAnswers, ...yAnswers].map((a) => a.message as ChatMessage).sort(byId);
+      expect(rows.map(asAcked)).toEqual(acked);
+
+      // How the writer handled it: only the batch holding the poisoned row went row by row.
+      const since = await batchesSince(before!);
+      const transactionsOf = (channelId: number, contents: string[]) => new Set(rows.filter((r) => r.channel_id === channelId && contents.includes(r.content)).map((r) => r.tx)).size;
+      if (layout === "same batch") {
+        expect(since).toEqual({ committed: { batches: 4, rows: 4 }, split: { batches: 1, rows: xGood.length + 1 + yGood.length }, failed: { batches: 0, rows: 0 } });
+        expect(transactionsOf(y!.channelId, yGood)).toBe(yGood.length);
+      } else {
+        expect(since).toEqual({ committed: { batches: 3, rows: 2 + yGood.length }, split: { batches: 1, rows: xGood.length + 1 }, failed: { batches: 0, rows: 0 } });
+        // Y's rows were one transaction; X's good rows were retried one by one.
+        expect(transactionsOf(y!.channelId, yGood)).toBe(1);
+      }
+      expect(transactionsOf(x!.channelId, xGood)).toBe(xGood.length);
+
+      // Broadcast: each stored message once, each channel's in id order; the newest pages agree.
+      await settle(watcher, [seen]);
+      for (const { channelId } of [x!, y!]) {
+        const expected = acked.filter((m) => m.channelId === channelId);
+        expect(seen.filter((m) => m.channelId === channelId)).toEqual(expected);
+        expect(await newest(watcher, channelId)).toEqual([...expected].reverse());
+        expect(await newest(watcher, channelId)).toEqual(await stored(channelId));
+      }
+    } finally {
+      if (poison === "refused by a trigger") {
+        await sql.unsafe("DROP TRIGGER IF EXISTS refuse_poison ON messages");
+        await sql.unsafe("DROP FUNCTION IF EXISTS refuse_poison()");
+      }
+    }
+  });
+});
