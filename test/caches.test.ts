@@ -1,3 +1,4 @@
+import { MAX_BATCHES_IN_FLIGHT } from "../src/messages/message-writer.ts";
 import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { SQL } from "bun";
 import { decode } from "hono/jwt";
@@ -1025,7 +1026,7 @@ describe("7. group commit across many channels", () => {
   // A row the database refuses, in channel X: by a trigger (INTERNAL), or because its author was
   // deleted just before (UNAUTHORIZED). The table lock holds batches until released, so what
   // forms a batch is decided, not timed:
-  //   same batch: four batches in other channels take the writer's four slots; everything sent
+  //   same batch: batches in other channels take all the writer's slots; everything sent
   //     meanwhile, X's rows and Y's, becomes the next batch, together;
   //   own batches: one blocked batch in X and one in Y; the rows sent meanwhile wait for their
   //     channel, and as each blocked batch ends its channel's rows start a batch of their own,
@@ -1039,7 +1040,7 @@ describe("7. group commit across many channels", () => {
 
   test.each(failures)("a row %s in channel X, %s as channel Y's rows: Y's are all stored, acked and broadcast in order; X's others too; only that row fails", async (poison, layout) => {
     const tag = `rf ${crypto.randomUUID().slice(0, 8)}`;
-    const [x, y, ...others] = await owners(6);
+    const [x, y, ...others] = await owners(2 + MAX_BATCHES_IN_FLIGHT);
     const [xSocket, ySocket] = await Promise.all([connect(x!.user), connect(y!.user)]);
     const watcher = await t.register();
     for (const { channelId } of [x!, y!]) await expectStatus(await api("POST", `/api/channels/${channelId}/join`, watcher.token), 200);
@@ -1116,7 +1117,7 @@ describe("7. group commit across many channels", () => {
       const since = await batchesSince(before!);
       const transactionsOf = (channelId: number, contents: string[]) => new Set(rows.filter((r) => r.channel_id === channelId && contents.includes(r.content)).map((r) => r.tx)).size;
       if (layout === "same batch") {
-        expect(since).toEqual({ committed: { batches: 4, rows: 4 }, split: { batches: 1, rows: xGood.length + 1 + yGood.length }, failed: { batches: 0, rows: 0 } });
+        expect(since).toEqual({ committed: { batches: MAX_BATCHES_IN_FLIGHT, rows: MAX_BATCHES_IN_FLIGHT }, split: { batches: 1, rows: xGood.length + 1 + yGood.length }, failed: { batches: 0, rows: 0 } });
         expect(transactionsOf(y!.channelId, yGood)).toBe(yGood.length);
       } else {
         expect(since).toEqual({ committed: { batches: 3, rows: 2 + yGood.length }, split: { batches: 1, rows: xGood.length + 1 }, failed: { batches: 0, rows: 0 } });

@@ -30,9 +30,9 @@ export function rssKiB(pid: number): number {
   }
 }
 
-/** CPU milliseconds used so far by every PostgreSQL process on this machine (the database's share of the load). */
-export function postgresCpuMs(): number {
-  let total = 0;
+/** CPU milliseconds used so far by each PostgreSQL process on this machine (the database's share of the load). */
+export function postgresCpuMs(): Map<number, number> {
+  const used = new Map<number, number>();
   for (const pid of readdirSync("/proc")) {
     if (!/^\d+$/.test(pid)) continue;
     try {
@@ -41,8 +41,15 @@ export function postgresCpuMs(): number {
       continue;
     }
     const fields = statFields(pid);
-    if (fields) total += ((Number(fields[11]) + Number(fields[12])) * 1000) / ticksPerSecond;
+    if (fields) used.set(Number(pid), ((Number(fields[11]) + Number(fields[12])) * 1000) / ticksPerSecond);
   }
+  return used;
+}
+
+/** CPU used between two samples by the processes alive at the second (a backend that exited took its figures with it). */
+function usedSince(before: Map<number, number>, after: Map<number, number>): number {
+  let total = 0;
+  for (const [pid, ms] of after) total += ms - (before.get(pid) ?? 0);
   return total;
 }
 
@@ -58,7 +65,7 @@ export function cpuMeter(serverPid: number) {
       wallMs: Math.round(wallMs),
       serverCpuPercent: share(cpuMs(serverPid) - server),
       generatorCpuPercent: share(generatorCpuMs),
-      databaseCpuPercent: share(postgresCpuMs() - database),
+      databaseCpuPercent: share(usedSince(database, postgresCpuMs())),
     };
   };
 }

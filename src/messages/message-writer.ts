@@ -33,6 +33,12 @@ export type BatchOutcome = "committed" | "split" | "failed";
 export type MessageWriter = ReturnType<typeof createMessageWriter>;
 
 /**
+ * Batches committing at once, by default. A commit waits mostly for the disk, so a second one
+ * overlaps it; more only added tail latency on two cores (bench/RESULTS.md, ingest).
+ */
+export const MAX_BATCHES_IN_FLIGHT = 2;
+
+/**
  * Group commit: messages arriving together are stored by one multi-row INSERT in one
  * transaction. A batch closes at `maxRows`, or `windowMs` after its first message arrived.
  * Up to `maxInFlight` batches commit at once (a commit waits mostly for the disk, not the
@@ -52,7 +58,7 @@ export function createMessageWriter(deps: {
   onPersisted?: (seconds: number) => void;
   onBatch?: (rows: number, outcome: BatchOutcome) => void;
 }) {
-  const { db, pool, withPreviousIds, maxRows = 256, windowMs = 1, maxInFlight = 4, onPersisted, onBatch } = deps;
+  const { db, pool, withPreviousIds, maxRows = 256, windowMs = 1, maxInFlight = MAX_BATCHES_IN_FLIGHT, onPersisted, onBatch } = deps;
   type Queued = { row: NewMessage; queuedAt: number; resolve: (written: Written) => void; reject: (error: unknown) => void };
   let queue: Queued[] = [];
   /** Channels of the batches being committed: their next rows wait for the next batch. */
