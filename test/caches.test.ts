@@ -1,3 +1,4 @@
+import { batchFigures, batchesSince, hold, lockLater, until, waitingForLocks, type BatchFigures } from "./helpers/locks.ts";
 import { MAX_BATCHES_IN_FLIGHT } from "../src/messages/message-writer.ts";
 import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { SQL } from "bun";
@@ -58,14 +59,6 @@ async function connect(user: Registered, transport: Transport = "websocket", ser
   const socket = await server.connect(user.token, transport);
   opened.push(socket);
   return socket;
-}
-
-async function until(condition: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!(await condition())) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(5);
-  }
 }
 
 /** A channel made by `owner` (its only member) that `members` then join (public) through the API. */
@@ -156,42 +149,6 @@ const viaRest: Sender = async (author, channelId, content) =>
   (await expectStatus(await api("POST", "/api/messages", author.token, { content, channelId }), 201)) as ChatMessage;
 
 /** What the backends of `db`'s database that wait for a lock are running. */
-async function waitingForLocks(db: SQL = sql): Promise<string[]> {
-  const rows = await db<{ query: string }[]>`
-    SELECT query FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`;
-  return rows.map((r) => r.query);
-}
-
-/**
- * Runs `statement` (one that takes a lock) in a transaction of its own, held until `release()`;
- * `taken` resolves once the statement has returned (the lock is held).
- */
-function lockLater(statement: string): { taken: Promise<void>; release(): Promise<void> } {
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  let taken!: () => void;
-  const isTaken = new Promise<void>((resolve) => (taken = resolve));
-  const done = sql.begin(async (tx) => {
-    await tx.unsafe(statement);
-    taken();
-    await released;
-  });
-  return {
-    taken: Promise.race([isTaken, done]),
-    async release() {
-      release();
-      await done;
-    },
-  };
-}
-
-/** `lockLater`, once the lock is held. */
-async function hold(statement: string): Promise<{ release(): Promise<void> }> {
-  const lock = lockLater(statement);
-  await lock.taken;
-  return lock;
-}
-
 const increasing = (ids: number[]) => ids.every((id, i) => i === 0 || id > ids[i - 1]!);
 const byId = (a: { id: number }, b: { id: number }) => a.id - b.id;
 
@@ -367,12 +324,12 @@ describe("1. the newest history page is exact", () => {
     const earlier = await sendWithAck(socket, { content: "to be edited", channelId });
     expect(earlier.ok).toBe(true);
     // The edit waits for this row lock inside the channel's publication line.
-    const rowLock = await hold(`SELECT id FROM messages WHERE id = ${earlier.message.id} FOR UPDATE`);
+    const rowLock = await hold(sql, `SELECT id FROM messages WHERE id = ${earlier.message.id} FOR UPDATE`);
     let edit: Promise<Response>;
     let sent: Promise<any>;
     try {
       edit = api("PATCH", `/api/messages/${earlier.message.id}`, alice.token, { content: "edited" });
-      await until(async () => (await waitingForLocks()).some((query) => query.includes("UPDATE")), "the edit to wait for the row lock");
+      await until(async () => (await waitingForLocks(sql)).some((query) => query.includes("UPDATE")), "the edit to wait for the row lock");
       sent = sendWithAck(socket, { content: "committed, not yet published", channelId }, 20_000);
       await until(async () => (await sql`SELECT 1 FROM messages WHERE content = 'committed, not yet published'`).length === 1, "the message to be committed");
       // The channel's first read: its page is loaded from the database now.
@@ -579,16 +536,16 @@ describe("3. a first read overlapping a publication is answered but not kept", (
       BEGIN PERFORM pg_advisory_xact_lock_shared(31338, 1); RETURN NULL; END $$`);
     await sql.unsafe(`CREATE CONSTRAINT TRIGGER hold_commit_caches AFTER INSERT ON messages DEFERRABLE INITIALLY DEFERRED
       FOR EACH ROW WHEN (NEW.content = '${content}') EXECUTE FUNCTION hold_commit_caches()`);
-    const commitGate = await hold("SELECT pg_advisory_xact_lock(31338, 1)");
+    const commitGate = await hold(sql, "SELECT pg_advisory_xact_lock(31338, 1)");
     // Queued behind the held insert's key-share lock on its author's row, so taken once it commits.
     let usersLock: ReturnType<typeof lockLater> | undefined;
     try {
       const sent = sendWithAck(socket, { content, channelId }, 20_000);
-      await until(async () => (await waitingForLocks()).some((q) => q.includes("INSERT INTO messages")), "the message to wait inside its COMMIT");
-      usersLock = lockLater("LOCK TABLE users IN ACCESS EXCLUSIVE MODE");
-      await until(async () => (await waitingForLocks()).some((q) => q.startsWith("LOCK TABLE users")), "the users lock to queue");
+      await until(async () => (await waitingForLocks(sql)).some((q) => q.includes("INSERT INTO messages")), "the message to wait inside its COMMIT");
+      usersLock = lockLater(sql, "LOCK TABLE users IN ACCESS EXCLUSIVE MODE");
+      await until(async () => (await waitingForLocks(sql)).some((q) => q.startsWith("LOCK TABLE users")), "the users lock to queue");
       const firstRead = newest(reader, channelId, 200);
-      await until(async () => (await waitingForLocks()).some((q) => q.startsWith("SELECT") && q.includes('"users"')), "the first read to wait for users");
+      await until(async () => (await waitingForLocks(sql)).some((q) => q.startsWith("SELECT") && q.includes('"users"')), "the first read to wait for users");
       // The message commits, is published and acked while the first read still waits.
       await commitGate.release();
       const ack = await sent;
@@ -901,21 +858,6 @@ describe("6. a token verified once is still checked on every use", () => {
 // 7. Group commit across many channels
 
 describe("7. group commit across many channels", () => {
-  type Outcome = "committed" | "split" | "failed";
-
-  async function batchFigures(): Promise<Record<Outcome, { batches: number; rows: number }>> {
-    const text = await (await fetch(`${t.url}/metrics`)).text();
-    const sample = (suffix: "count" | "sum", outcome: Outcome) => Number(new RegExp(`^chat_message_batch_rows_${suffix}\\{outcome="${outcome}"\\} (\\S+)$`, "m").exec(text)?.[1] ?? 0);
-    const figures = (outcome: Outcome) => ({ batches: sample("count", outcome), rows: sample("sum", outcome) });
-    return { committed: figures("committed"), split: figures("split"), failed: figures("failed") };
-  }
-
-  async function batchesSince(before: Awaited<ReturnType<typeof batchFigures>>) {
-    const after = await batchFigures();
-    const delta = (o: Outcome) => ({ batches: after[o].batches - before[o].batches, rows: after[o].rows - before[o].rows });
-    return { committed: delta("committed"), split: delta("split"), failed: delta("failed") };
-  }
-
   /** Every `message` broadcast the socket receives from now on, in arrival order. */
   function collect(socket: ChatClient): ChatMessage[] {
     const received: ChatMessage[] = [];
@@ -962,7 +904,7 @@ describe("7. group commit across many channels", () => {
     const watching = await Promise.all([connect(watcher, "websocket"), connect(watcher, "polling")]);
     const senders = await Promise.all(parties.flatMap(({ user }) => [connect(user, "websocket"), connect(user, "polling")]));
     const received = [...senders, ...watching].map(collect);
-    const before = await batchFigures();
+    const before = await batchFigures(t.url);
 
     // Interleaved: round k sends one message from each of the 20 sockets, 15 rounds, all emitted in one tick.
     const acksInArrival: ChatMessage[][] = senders.map(() => []);
@@ -997,7 +939,7 @@ describe("7. group commit across many channels", () => {
     // transactions follow one another (no channel's rows of two transactions interleave by id).
     const transactions = new Set(rows.map((r) => r.tx)).size;
     expect(transactions).toBeLessThan(300 / 4);
-    expect(await batchesSince(before)).toEqual({ committed: { batches: transactions, rows: 300 }, split: { batches: 0, rows: 0 }, failed: { batches: 0, rows: 0 } });
+    expect(await batchesSince(t.url, before)).toEqual({ committed: { batches: transactions, rows: 300 }, split: { batches: 0, rows: 0 }, failed: { batches: 0, rows: 0 } });
     for (const { channelId } of parties) {
       const txs = rows.filter((r) => r.channel_id === channelId).map((r) => r.tx);
       const runs = txs.filter((tx, i) => i === 0 || tx !== txs[i - 1]);
@@ -1078,15 +1020,15 @@ describe("7. group commit across many channels", () => {
     let xAcks: Promise<any>[] = [];
     let yAcks: Promise<any>[] = [];
     let poisonAck: Promise<any>;
-    let before: Awaited<ReturnType<typeof batchFigures>>;
+    let before: BatchFigures;
     try {
-      const lock = await hold("LOCK TABLE messages IN EXCLUSIVE MODE");
+      const lock = await hold(sql, "LOCK TABLE messages IN EXCLUSIVE MODE");
       try {
-        before = await batchFigures();
+        before = await batchFigures(t.url);
         // One at a time, each a batch of its own stuck on the lock.
         for (const [i, { socket, channelId }] of blockers.entries()) {
           blocked.push(send(socket, channelId, `${tag} blocker ${i}`));
-          await until(async () => (await waitingForLocks()).length === i + 1, `blocker ${i} to wait for the lock`);
+          await until(async () => (await waitingForLocks(sql)).length === i + 1, `blocker ${i} to wait for the lock`);
         }
         xAcks = xGood.slice(0, 2).map((content) => send(xSocket, x!.channelId, content));
         poisonAck = send(poisonSocket, x!.channelId, poisonContent);
@@ -1114,7 +1056,7 @@ describe("7. group commit across many channels", () => {
       expect(rows.map(asAcked)).toEqual(acked);
 
       // How the writer handled it: only the batch holding the poisoned row went row by row.
-      const since = await batchesSince(before!);
+      const since = await batchesSince(t.url, before!);
       const transactionsOf = (channelId: number, contents: string[]) => new Set(rows.filter((r) => r.channel_id === channelId && contents.includes(r.content)).map((r) => r.tx)).size;
       if (layout === "same batch") {
         expect(since).toEqual({ committed: { batches: MAX_BATCHES_IN_FLIGHT, rows: MAX_BATCHES_IN_FLIGHT }, split: { batches: 1, rows: xGood.length + 1 + yGood.length }, failed: { batches: 0, rows: 0 } });

@@ -1,3 +1,4 @@
+import { batchFigures, batchesSince, hold, until, waitingForLocks, type BatchFigures } from "./helpers/locks.ts";
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { expectError } from "./helpers/expect-error.ts";
@@ -34,63 +35,12 @@ function collect(socket: ChatClient): ChatMessage[] {
   return received;
 }
 
-async function until(condition: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!(await condition())) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(5);
-  }
-}
-
 /** Posts a marker and waits until every socket has it: one connection delivers in order, so every earlier broadcast is in by then. */
 async function settle(author: Registered, received: ChatMessage[][]): Promise<ChatMessage> {
   const marker = (await expectStatus(await api("POST", "/api/messages", author.token, { content: `marker ${crypto.randomUUID()}` }), 201)) as ChatMessage;
   await until(() => received.every((list) => list.some((m) => m.id === marker.id)), "the marker on every socket");
   for (const list of received) list.splice(list.findIndex((m) => m.id === marker.id), 1);
   return marker;
-}
-
-type Outcome = "committed" | "split" | "failed";
-
-/** The writer's batch histogram from /metrics: per outcome, how many transactions and how many rows. */
-async function batchFigures(): Promise<Record<Outcome, { batches: number; rows: number }>> {
-  const text = await (await fetch(`${t.url}/metrics`)).text();
-  const sample = (suffix: "count" | "sum", outcome: Outcome) => Number(new RegExp(`^chat_message_batch_rows_${suffix}\\{outcome="${outcome}"\\} (\\S+)$`, "m").exec(text)?.[1] ?? 0);
-  const figures = (outcome: Outcome) => ({ batches: sample("count", outcome), rows: sample("sum", outcome) });
-  return { committed: figures("committed"), split: figures("split"), failed: figures("failed") };
-}
-
-async function batchesSince(before: Awaited<ReturnType<typeof batchFigures>>) {
-  const after = await batchFigures();
-  const delta = (o: Outcome) => ({ batches: after[o].batches - before[o].batches, rows: after[o].rows - before[o].rows });
-  return { committed: delta("committed"), split: delta("split"), failed: delta("failed") };
-}
-
-/** Runs `statement` (one that takes a lock) in a transaction of its own, held until `release()`. */
-async function hold(statement: string): Promise<{ release(): Promise<void> }> {
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  let taken!: () => void;
-  const isTaken = new Promise<void>((resolve) => (taken = resolve));
-  const done = sql.begin(async (tx) => {
-    await tx.unsafe(statement);
-    taken();
-    await released;
-  });
-  await Promise.race([isTaken, done]);
-  return {
-    async release() {
-      release();
-      await done;
-    },
-  };
-}
-
-/** What the backends of this database that wait for a lock are running. */
-async function waitingForLocks(): Promise<string[]> {
-  const rows = await sql<{ query: string }[]>`
-    SELECT query FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`;
-  return rows.map((r) => r.query);
 }
 
 async function storedWithContent(contents: string[]): Promise<{ id: number; content: string }[]> {
@@ -108,7 +58,7 @@ describe("group commit", () => {
     const sockets = await Promise.all(users.flatMap((user) => [connect(user, "websocket"), connect(user, "polling")]));
     const received = sockets.map(collect);
     const channelIds = [1, channel.id as number];
-    const before = await batchFigures();
+    const before = await batchFigures(t.url);
 
     // Ten per socket, alternating channels, all emitted in the same tick.
     const acksInArrivalOrder: ChatMessage[][] = sockets.map(() => []);
@@ -149,7 +99,7 @@ describe("group commit", () => {
     const transactions = new Set(rows.map((r) => r.tx)).size;
     expect(transactions).toBeLessThan(acks.length / 4);
     // The writer's own count agrees with the database's.
-    expect(await batchesSince(before)).toEqual({ committed: { batches: transactions, rows: 200 }, split: { batches: 0, rows: 0 }, failed: { batches: 0, rows: 0 } });
+    expect(await batchesSince(t.url, before)).toEqual({ committed: { batches: transactions, rows: 200 }, split: { batches: 0, rows: 0 }, failed: { batches: 0, rows: 0 } });
     console.info(`group commit: 200 messages from 20 sockets in ${transactions} transactions`);
 
     // Acks arrive, per socket and channel, in id order.
@@ -193,14 +143,14 @@ describe("group commit", () => {
     ];
 
     // A batch stuck on the table lock keeps the writer busy, so everything sent meanwhile forms the next batch.
-    const lock = await hold("LOCK TABLE messages IN EXCLUSIVE MODE");
+    const lock = await hold(sql, "LOCK TABLE messages IN EXCLUSIVE MODE");
     let blocker: Promise<any>;
     let acks: Promise<any>[];
-    let before: Awaited<ReturnType<typeof batchFigures>>;
+    let before: BatchFigures;
     try {
       blocker = sendWithAck(erinSocket!, { content: "blocker" }, 20_000);
-      await until(async () => (await waitingForLocks()).length > 0, "the first batch to wait for the lock");
-      before = await batchFigures();
+      await until(async () => (await waitingForLocks(sql)).length > 0, "the first batch to wait for the lock");
+      before = await batchFigures(t.url);
       acks = rows.map(([, socket, payload]) => sendWithAck(socket, payload, 20_000));
       await until(() => t.app.services.messages.pendingWrites() === 1 + rows.length, "every row to be waiting for the writer");
     } finally {
@@ -225,7 +175,7 @@ describe("group commit", () => {
     }
 
     // They were one batch: it failed as a whole and was retried row by row.
-    expect(await batchesSince(before!)).toEqual({ committed: { batches: 1, rows: 1 }, split: { batches: 1, rows: rows.length }, failed: { batches: 0, rows: 0 } });
+    expect(await batchesSince(t.url, before!)).toEqual({ committed: { batches: 1, rows: 1 }, split: { batches: 1, rows: rows.length }, failed: { batches: 0, rows: 0 } });
 
     // Broadcast: each stored message once, in id order; the original not again.
     await settle(erin!, [seen]);
@@ -244,12 +194,12 @@ describe("group commit", () => {
     try {
       const contents = ["held 1", "held 2", "held 3"];
       const answered: unknown[] = [];
-      const commitGate = await hold("SELECT pg_advisory_xact_lock(31337, 1)");
+      const commitGate = await hold(sql, "SELECT pg_advisory_xact_lock(31337, 1)");
       let acks: Promise<any>[];
       try {
         acks = contents.map((content) => sendWithAck(socket, { content }, 20_000).then((ack) => (answered.push(ack), ack)));
         // The batch's statement is its own transaction (it commits as it ends); with the publish gate it ends with COMMIT.
-        await until(async () => (await waitingForLocks()).some((q) => q === "COMMIT" || q.includes("INSERT INTO messages")), "the batch to wait inside its COMMIT");
+        await until(async () => (await waitingForLocks(sql)).some((q) => q === "COMMIT" || q.includes("INSERT INTO messages")), "the batch to wait inside its COMMIT");
         // Time enough for an early ack or broadcast to arrive.
         await Bun.sleep(300);
         expect({ answered, broadcast: seen, visible: await storedWithContent(contents) }).toEqual({ answered: [], broadcast: [], visible: [] });
@@ -270,8 +220,8 @@ describe("group commit", () => {
   test("the database going away mid-batch: each message is refused with 503 UNAVAILABLE, not a 500, and not stored; the next message goes through", async () => {
     const author = await t.register();
     const socket = await connect(author);
-    const before = await batchFigures();
-    const lock = await hold("LOCK TABLE messages IN EXCLUSIVE MODE");
+    const before = await batchFigures(t.url);
+    const lock = await hold(sql, "LOCK TABLE messages IN EXCLUSIVE MODE");
     let overSocket: Promise<any>;
     let overRest: Promise<Response>;
     try {
@@ -291,7 +241,7 @@ describe("group commit", () => {
     expect(await overSocket).toEqual({ ok: false, error: { code: "UNAVAILABLE", message: expect.any(String) } });
     await expectError(await overRest, 503, "UNAVAILABLE");
     expect(await storedWithContent(["lost over the socket", "lost over REST"])).toEqual([]);
-    const since = await batchesSince(before);
+    const since = await batchesSince(t.url, before);
     expect({ committed: since.committed.batches, failedRows: since.failed.rows }).toEqual({ committed: 0, failedRows: 2 });
 
     // The broken connections were discarded, not handed out again.
