@@ -155,6 +155,17 @@ describe.each(transports)("handshake over %s", (transport) => {
     expect(ack).toEqual({ ok: true, message: expect.objectContaining({ userId: user.user.id, content: "control" }) });
   });
 
+  test("the server keeps no copy of the bearer token once the socket is authenticated", async () => {
+    const connected = new Promise<{ auth: Record<string, unknown>; userId: number }>((resolve) =>
+      t.app.io.once("connection", (socket) => resolve({ auth: { ...socket.handshake.auth }, userId: socket.data.user.id })),
+    );
+    await connect(user.token, transport);
+    const { auth, userId } = await connected;
+    expect(userId).toBe(user.user.id);
+    expect(auth).not.toHaveProperty("token");
+    expect(JSON.stringify(auth)).not.toContain(user.token);
+  });
+
   test.each(handshakeRefusals)("%s → connect_error \"Unauthorized\", no server-side connection", async (_name, makeAuth) => {
     const auth = await makeAuth(user);
     let serverConnections = 0;

@@ -31,6 +31,9 @@ export function authenticateSockets(io: ChatServer, authenticator: Authenticator
     try {
       if (typeof token !== "string" || token.length > 4096) throw new Error("no token");
       socket.data.user = await authenticator.authenticate(token);
+      // Not needed past this point (the socket re-checks its session, not its token): no
+      // bearer token kept in memory for the life of every socket.
+      delete socket.handshake.auth.token;
       next();
     } catch {
       next(new Error("Unauthorized"));
