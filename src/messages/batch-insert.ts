@@ -1,4 +1,5 @@
 import type { Pool, PoolClient } from "pg";
+import { isDatabaseUnavailable } from "../lib/db.ts";
 import { toChatMessage } from "./message-rows.ts";
 import type { NewMessage, Written } from "./message-writer.ts";
 
@@ -71,7 +72,16 @@ export async function insertBatch(pool: Pool, rows: NewMessage[], { withPrevious
   client.on("error", ignore);
   let broken: Error | undefined;
   try {
-    if (!withPreviousIds) return toWritten(rows, (await insert(client)).rows, undefined);
+    if (!withPreviousIds) {
+      try {
+        return toWritten(rows, (await insert(client)).rows, undefined);
+      } catch (error) {
+        // A connection that failed under the statement may not know it yet (its close event can come
+        // after the error): discarded, not handed to the next caller, who would fail in its place.
+        if (isDatabaseUnavailable(error)) broken = error as Error;
+        throw error;
+      }
+    }
     // With the publish gate, the previous ids must be read under the same locks: one transaction.
     try {
       await client.query("BEGIN");
@@ -86,7 +96,7 @@ export async function insertBatch(pool: Pool, rows: NewMessage[], { withPrevious
     }
   } finally {
     client.removeListener("error", ignore);
-    // A connection that could not even roll back is discarded, not handed to the next caller.
+    // So is one that could not even roll back.
     client.release(broken);
   }
 }
