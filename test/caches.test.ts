@@ -1,3 +1,4 @@
+import { collectMessages, settleMessages } from "./helpers/recorder.ts";
 import { batchFigures, batchesSince, hold, lockLater, until, waitingForLocks, type BatchFigures } from "./helpers/locks.ts";
 import { MAX_BATCHES_IN_FLIGHT } from "../src/messages/message-writer.ts";
 import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
@@ -858,20 +859,6 @@ describe("6. a token verified once is still checked on every use", () => {
 // 7. Group commit across many channels
 
 describe("7. group commit across many channels", () => {
-  /** Every `message` broadcast the socket receives from now on, in arrival order. */
-  function collect(socket: ChatClient): ChatMessage[] {
-    const received: ChatMessage[] = [];
-    socket.on("message", (message) => received.push(message));
-    return received;
-  }
-
-  /** Posts a marker to general and waits until every socket has it: each connection delivers in order. */
-  async function settle(author: Registered, received: ChatMessage[][]): Promise<void> {
-    const marker = (await expectStatus(await api("POST", "/api/messages", author.token, { content: `marker ${crypto.randomUUID()}` }), 201)) as ChatMessage;
-    await until(() => received.every((list) => list.some((m) => m.id === marker.id)), "the marker on every socket");
-    for (const list of received) list.splice(list.findIndex((m) => m.id === marker.id), 1);
-  }
-
   type StoredRow = { id: number; channel_id: number; user_id: number; username: string; content: string; created_at: Date; tx: string };
 
   async function storedLike(pattern: string): Promise<StoredRow[]> {
@@ -903,7 +890,7 @@ describe("7. group commit across many channels", () => {
     for (const { channelId } of parties) await expectStatus(await api("POST", `/api/channels/${channelId}/join`, watcher.token), 200);
     const watching = await Promise.all([connect(watcher, "websocket"), connect(watcher, "polling")]);
     const senders = await Promise.all(parties.flatMap(({ user }) => [connect(user, "websocket"), connect(user, "polling")]));
-    const received = [...senders, ...watching].map(collect);
+    const received = [...senders, ...watching].map(collectMessages);
     const before = await batchFigures(t.url);
 
     // Interleaved: round k sends one message from each of the 20 sockets, 15 rounds, all emitted in one tick.
@@ -954,7 +941,7 @@ describe("7. group commit across many channels", () => {
     }
 
     // Broadcasts: each sender's sockets get exactly their channel's 30, in id order; the watcher all 300, each channel's in id order.
-    await settle(parties[0]!.user, received);
+    await settleMessages(t, parties[0]!.user, received);
     for (const [s] of senders.entries()) {
       const { channelId } = parties[Math.floor(s / 2)]!;
       expect({ s, got: received[s] }).toEqual({ s, got: messages.filter((m) => m.channelId === channelId) });
@@ -986,7 +973,7 @@ describe("7. group commit across many channels", () => {
     const [xSocket, ySocket] = await Promise.all([connect(x!.user), connect(y!.user)]);
     const watcher = await t.register();
     for (const { channelId } of [x!, y!]) await expectStatus(await api("POST", `/api/channels/${channelId}/join`, watcher.token), 200);
-    const seen = collect(await connect(watcher, "polling"));
+    const seen = collectMessages(await connect(watcher, "polling"));
 
     // The poisoned row's socket and content.
     let poisonSocket = xSocket;
@@ -1069,7 +1056,7 @@ describe("7. group commit across many channels", () => {
       expect(transactionsOf(x!.channelId, xGood)).toBe(xGood.length);
 
       // Broadcast: each stored message once, each channel's in id order; the newest pages agree.
-      await settle(watcher, [seen]);
+      await settleMessages(t, watcher, [seen]);
       for (const { channelId } of [x!, y!]) {
         const expected = acked.filter((m) => m.channelId === channelId);
         expect(seen.filter((m) => m.channelId === channelId)).toEqual(expected);

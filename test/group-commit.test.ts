@@ -1,3 +1,4 @@
+import { collectMessages, settleMessages } from "./helpers/recorder.ts";
 import { batchFigures, batchesSince, hold, until, waitingForLocks, type BatchFigures } from "./helpers/locks.ts";
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
@@ -28,20 +29,6 @@ async function connect(user: Registered, transport: Transport = "websocket"): Pr
   return socket;
 }
 
-/** Every `message` broadcast the socket receives from now on, in arrival order. */
-function collect(socket: ChatClient): ChatMessage[] {
-  const received: ChatMessage[] = [];
-  socket.on("message", (message) => received.push(message));
-  return received;
-}
-
-/** Posts a marker and waits until every socket has it: one connection delivers in order, so every earlier broadcast is in by then. */
-async function settle(author: Registered, received: ChatMessage[][]): Promise<ChatMessage> {
-  const marker = (await expectStatus(await api("POST", "/api/messages", author.token, { content: `marker ${crypto.randomUUID()}` }), 201)) as ChatMessage;
-  await until(() => received.every((list) => list.some((m) => m.id === marker.id)), "the marker on every socket");
-  for (const list of received) list.splice(list.findIndex((m) => m.id === marker.id), 1);
-  return marker;
-}
 
 async function storedWithContent(contents: string[]): Promise<{ id: number; content: string }[]> {
   const rows = await sql<{ id: number; content: string }[]>`SELECT id, content FROM messages ORDER BY id`;
@@ -56,7 +43,7 @@ describe("group commit", () => {
     const channel = await expectStatus(await api("POST", "/api/channels", users[0]!.token, { name: uniqueName("burst"), kind: "public" }), 201);
     for (const user of users.slice(1)) await expectStatus(await api("POST", `/api/channels/${channel.id}/join`, user.token), 200);
     const sockets = await Promise.all(users.flatMap((user) => [connect(user, "websocket"), connect(user, "polling")]));
-    const received = sockets.map(collect);
+    const received = sockets.map(collectMessages);
     const channelIds = [1, channel.id as number];
     const before = await batchFigures(t.url);
 
@@ -109,7 +96,7 @@ describe("group commit", () => {
     }
 
     // Every socket receives every message once, each channel's in id order.
-    await settle(users[0]!, received);
+    await settleMessages(t, users[0]!, received);
     for (const list of received) {
       for (const channelId of channelIds) {
         const expected = acks
@@ -125,7 +112,7 @@ describe("group commit", () => {
   test("one bad row does not fail its neighbours: in one batch, a known clientId answers with the original, a deleted author gets UNAUTHORIZED, a clientId twice is one message, the rest are stored", async () => {
     const [alice, bob, carol, dave, erin] = await Promise.all([1, 2, 3, 4, 5].map(() => t.register()));
     const [aliceSocket, bobSocket, carolSocket, daveSocket, erinSocket] = await Promise.all([alice, bob, carol, dave, erin].map((u) => connect(u!)));
-    const seen = collect(erinSocket!);
+    const seen = collectMessages(erinSocket!);
     const knownClientId = crypto.randomUUID();
     const original = await sendWithAck(aliceSocket!, { content: "the original", clientId: knownClientId });
     expect(original.ok).toBe(true);
@@ -178,7 +165,7 @@ describe("group commit", () => {
     expect(await batchesSince(t.url, before!)).toEqual({ committed: { batches: 1, rows: 1 }, split: { batches: 1, rows: rows.length }, failed: { batches: 0, rows: 0 } });
 
     // Broadcast: each stored message once, in id order; the original not again.
-    await settle(erin!, [seen]);
+    await settleMessages(t, erin!, [seen]);
     const created = [original.message.id, (await blocker).message.id, ...stored.map((r) => r.id)].sort((a, b) => a - b);
     expect(seen.map((m) => m.id)).toEqual(created);
   });
@@ -186,7 +173,7 @@ describe("group commit", () => {
   test("nothing is acked before its COMMIT returns: with the COMMIT held, no ack and no broadcast; once it completes, both, for rows that exist", async () => {
     const [author, watcher] = await Promise.all([t.register(), t.register()]);
     const [socket, watching] = await Promise.all([connect(author), connect(watcher)]);
-    const seen = collect(watching);
+    const seen = collectMessages(watching);
     // A deferred constraint trigger runs inside COMMIT, after the INSERT; this one waits for a lock the test holds.
     await sql.unsafe(`CREATE FUNCTION hold_commit() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN PERFORM pg_advisory_xact_lock_shared(31337, 1); RETURN NULL; END $$`);
@@ -209,7 +196,7 @@ describe("group commit", () => {
       const answers = await Promise.all(acks);
       for (const [i, answer] of answers.entries()) expect(answer).toMatchObject({ ok: true, message: { content: contents[i] } });
       expect(await storedWithContent(contents)).toEqual(answers.map((a) => ({ id: a.message.id, content: a.message.content })));
-      await settle(author, [seen]);
+      await settleMessages(t, author, [seen]);
       expect(seen).toEqual(answers.map((a) => a.message));
     } finally {
       await sql.unsafe("DROP TRIGGER hold_commit ON messages");

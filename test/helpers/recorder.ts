@@ -1,6 +1,8 @@
 import { expect } from "bun:test";
 import type { ChatMessage } from "../../src/messages/messages.schemas.ts";
-import type { ChatClient } from "./server.ts";
+import { apiFor, expectStatus } from "./http.ts";
+import { until } from "./locks.ts";
+import type { ChatClient, Registered } from "./server.ts";
 
 /** One event a socket received: its name and first argument. */
 export type Recorded = [event: string, payload: unknown];
@@ -75,4 +77,23 @@ export function expectMessageShape(message: unknown, author: { id: number; usern
   expect(Object.keys(m).sort()).toEqual(["channelId", "content", "id", "timestamp", "userId", "username"]);
   expect(Number.isInteger(m.id)).toBe(true);
   expect(new Date(m.timestamp).toISOString()).toBe(m.timestamp);
+}
+
+/** Every `message` broadcast the socket receives from now on, in arrival order. */
+export function collectMessages(socket: ChatClient): ChatMessage[] {
+  const received: ChatMessage[] = [];
+  socket.on("message", (message) => received.push(message));
+  return received;
+}
+
+/**
+ * Posts a marker to general and waits until every list has it (then takes it out): one
+ * connection delivers in order, so every earlier broadcast is in by then.
+ */
+export async function settleMessages(server: { url: string }, author: Registered, received: ChatMessage[][]): Promise<ChatMessage> {
+  const api = apiFor(server);
+  const marker = (await expectStatus(await api("POST", "/api/messages", author.token, { content: `marker ${crypto.randomUUID()}` }), 201)) as ChatMessage;
+  await until(() => received.every((list) => list.some((m) => m.id === marker.id)), "the marker on every socket");
+  for (const list of received) list.splice(list.findIndex((m) => m.id === marker.id), 1);
+  return marker;
 }
