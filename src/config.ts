@@ -78,6 +78,17 @@ export const envSchema = z
     BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(64 * 1024),
     SOCKET_MAX_BUFFER_BYTES: z.coerce.number().int().min(1024).default(64 * 1024),
     SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(0).default(10_000),
+    /**
+     * The longest any database round trip may take, connecting included: past it the request
+     * fails with UNAVAILABLE and the connection is discarded, so a database that stops answering
+     * costs a bounded wait, never a hang.
+     */
+    DATABASE_TIMEOUT_MS: z.coerce.number().int().min(100).default(5_000),
+    /** Socket.IO heartbeat: a ping every interval; a client that has not answered within the timeout is dropped. */
+    SOCKET_PING_INTERVAL_MS: z.coerce.number().int().min(100).default(25_000),
+    SOCKET_PING_TIMEOUT_MS: z.coerce.number().int().min(100).default(20_000),
+    /** Bytes the server holds for one client that is not reading; past it the client is disconnected. */
+    SOCKET_MAX_BUFFERED_BYTES: z.coerce.number().int().min(1024).default(1024 * 1024),
   })
   .superRefine(
     (env, ctx) => {

@@ -34,7 +34,7 @@ if (!databaseUrl) {
   logger.info({ dir: path.join(config.DATA_DIR, "pglite") }, "using the embedded PostgreSQL (PGlite); set DATABASE_URL to use a server");
 }
 
-const db = createDb(databaseUrl, { poolSize: embedded ? 4 : 10 });
+const db = createDb(databaseUrl, { poolSize: embedded ? 4 : 10, timeoutMs: config.DATABASE_TIMEOUT_MS });
 if (dev) {
   // In production, migrations are a deploy step (`bun run db:migrate`), run once before instances start.
   const applied = await migrateIfPending(db, databaseUrl, process.env);

@@ -35,8 +35,10 @@ export function authenticateSockets(io: ChatServer, authenticator: Authenticator
       // bearer token kept in memory for the life of every socket.
       delete socket.handshake.auth.token;
       next();
-    } catch {
-      next(new Error("Unauthorized"));
+    } catch (error) {
+      // A database that does not answer says nothing about the token: a client told
+      // "Unauthorized" would throw its session away and send its user back to the login.
+      next(new Error(toAppError(error).code === "UNAVAILABLE" ? "Unavailable" : "Unauthorized"));
     }
   });
 }
