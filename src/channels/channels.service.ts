@@ -62,11 +62,9 @@ export function createChannelsService({ db, membership }: { db: Db; membership: 
   async function addMember(userId: number, channelId: number): Promise<void> {
     // Start the read marker at the newest message: a newcomer's unread count starts at zero.
     const newest = await db.message.findFirst({ where: { channelId }, orderBy: { id: "desc" }, select: { id: true } });
-    await db.channelMember.upsert({
-      where: { channelId_userId: { channelId, userId } },
-      create: { channelId, userId, lastReadId: newest?.id ?? 0 },
-      update: {},
-    });
+    // ON CONFLICT DO NOTHING: the same join twice at once is one membership, not a unique violation
+    // (Prisma's upsert reads, then inserts, and two of them race).
+    await db.channelMember.createMany({ data: [{ channelId, userId, lastReadId: newest?.id ?? 0 }], skipDuplicates: true });
     membership.joined(userId, channelId);
   }
 
@@ -97,7 +95,8 @@ export function createChannelsService({ db, membership }: { db: Db; membership: 
       // Both users stay in their direct channel: one who left could neither reach it again
       // (POST /api/direct answers with the existing channel, which they are not in) nor open another.
       if (channel.kind === "direct") throw new AppError("FORBIDDEN", "A direct channel cannot be left");
-      await db.channelMember.delete({ where: { channelId_userId: { channelId, userId: user.id } } });
+      // deleteMany: a second leave racing this one finds nothing to delete, which is fine.
+      await db.channelMember.deleteMany({ where: { channelId, userId: user.id } });
       membership.left(user.id, channelId);
     },
 
