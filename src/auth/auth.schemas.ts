@@ -1,11 +1,11 @@
 import { z } from "@hono/zod-openapi";
-import { codePoints, storableText, storableTextMessage } from "../lib/schemas.ts";
+import { atMostUnits, codePoints, storableText, storableTextMessage } from "../lib/schemas.ts";
 import { userSchema, usernameSchema } from "../users/users.schemas.ts";
 
 /** api.md §1: 8–128 characters, NFC so the same password typed on any keyboard matches. */
 export const passwordSchema = z
   .string()
-  .max(1024, "must be at most 128 characters")
+  .refine(atMostUnits(1024), "must be at most 128 characters")
   .transform((s) => s.normalize("NFC"))
   .pipe(
     z

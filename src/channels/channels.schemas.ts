@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { codePoints, idParam, MAX_ID, storableText, storableTextMessage } from "../lib/schemas.ts";
+import { atMostUnits, codePoints, idParam, MAX_ID, storableText, storableTextMessage } from "../lib/schemas.ts";
 
 export const channelKindSchema = z.enum(["public", "private", "direct"]);
 
@@ -19,7 +19,7 @@ export type ChannelView = z.infer<typeof channelSchema>;
 /** Channel names: trimmed, NFC, 1–64 code points, no control characters. */
 export const channelNameSchema = z
   .string({ error: "must be a string" })
-  .max(1024, "must be at most 64 characters")
+  .refine(atMostUnits(1024), "must be at most 64 characters")
   .transform((s) => s.trim().normalize("NFC"))
   .pipe(
     z

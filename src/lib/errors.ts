@@ -91,6 +91,9 @@ export function toAppError(error: unknown): AppError {
     if (error.status === 401) return new AppError("UNAUTHORIZED", "Missing or invalid token");
     if (error.status === 404) return new AppError("NOT_FOUND", "Not found");
     if (error.status === 413) return new AppError("PAYLOAD_TOO_LARGE", "The body is over the size limit");
+    // The OpenAPI router's media-type gate: a body whose Content-Type is not one it reads as JSON
+    // ("application/json;", "application/json ; x", or any type with an empty body).
+    if (error.status === 415) return new AppError("BAD_JSON", "The body must be JSON, sent with Content-Type: application/json");
   }
   if (isDatabaseUnavailable(error)) return new AppError("UNAVAILABLE", "The database is not answering; retry later");
   return new AppError("INTERNAL", "Internal server error");

@@ -11,6 +11,17 @@ export const codePoints = (s: string): number => [...s].length;
 export const storableText = (s: string): boolean => !s.includes("\u0000") && s.isWellFormed();
 export const storableTextMessage = "must not contain NUL characters or unpaired surrogates";
 
+/**
+ * Length bounds for strings that come from a client, as refinements. zod's own `.min()`/`.max()`
+ * run on any value with a `length`, one that already failed `z.string()` included (to report every
+ * issue at once), and compare that `length` with a number; a JSON object whose `length` cannot be
+ * made a number, `{"length": {"valueOf": null, "toString": null}}`, then throws a TypeError inside
+ * zod: a 500 INTERNAL instead of VALIDATION_FAILED. A refinement runs only on a string. (The bounds
+ * are not in the OpenAPI and AsyncAPI documents by themselves: state them with `.openapi()`/`.meta()`.)
+ */
+export const atMostUnits = (max: number) => (s: string) => s.length <= max;
+export const atLeastUnits = (min: number) => (s: string) => s.length >= min;
+
 /** The largest id a row can have (ids are PostgreSQL `integer`). */
 export const MAX_ID = 2_147_483_647;
 

@@ -1,10 +1,10 @@
 import { z } from "@hono/zod-openapi";
-import { codePoints, idParam, limitParam, MAX_ID, storableText, storableTextMessage } from "../lib/schemas.ts";
+import { atLeastUnits, atMostUnits, codePoints, idParam, limitParam, MAX_ID, storableText, storableTextMessage } from "../lib/schemas.ts";
 
 /** Message text: trimmed, 1–4000 code points, storable in PostgreSQL. Sent and edited alike. */
 export const messageContentSchema = z
   .string({ error: "must be a string" })
-  .max(16_000, "must be at most 4000 characters")
+  .refine(atMostUnits(16_000), "must be at most 4000 characters")
   .transform((s) => s.trim())
   .pipe(
     z
@@ -41,11 +41,12 @@ export const messageInputSchema = z
     channelId: bodyId("the channel to post in; general when left out").optional(),
     clientId: z
       .string({ error: "must be a string" })
-      .min(1, "must not be empty")
-      .max(64, "must be at most 64 characters")
+      .refine(atLeastUnits(1), "must not be empty")
+      .refine(atMostUnits(64), "must be at most 64 characters")
       .refine(storableText, storableTextMessage)
+      .meta({ minLength: 1, maxLength: 64 })
       .optional()
-      .openapi({ description: "idempotency key chosen by the client" }),
+      .openapi({ description: "idempotency key chosen by the client", minLength: 1, maxLength: 64 }),
   })
   .openapi("MessageInput");
 
@@ -116,7 +117,7 @@ export type HistoryQuery = z.output<typeof historyQuerySchema>;
 export const searchQuerySchema = z.object({
   q: z
     .string({ error: "is required" })
-    .max(1024, "must be at most 256 characters")
+    .refine(atMostUnits(1024), "must be at most 256 characters")
     .transform((s) => s.trim())
     .pipe(
       z

@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { codePoints, idParam, limitParam } from "../lib/schemas.ts";
+import { atLeastUnits, atMostUnits, codePoints, idParam, limitParam, storableText, storableTextMessage } from "../lib/schemas.ts";
 
 // Letters and digits may carry up to three combining marks each, which scripts such as
 // Devanagari or Thai need for ordinary names (NFC composes the rest, e.g. Й); a mark
@@ -9,7 +9,7 @@ const usernameChars = /^(?:[\p{L}\p{N}]\p{M}{0,3}|[_.-])+$/u;
 /** api.md §1: trimmed, NFC, 3–32 Unicode letters, digits, `_`, `.`, `-`. */
 export const usernameSchema = z
   .string()
-  .max(512, "must be at most 32 characters")
+  .refine(atMostUnits(512), "must be at most 32 characters")
   .transform((s) => s.trim().normalize("NFC"))
   .pipe(
     z
@@ -57,5 +57,15 @@ export const userIdParamsSchema = z.object({
 export const setRoleBodySchema = z.object({ role: roleSchema }).openapi("SetRole");
 
 export const banBodySchema = z
-  .object({ reason: z.string({ error: "must be a string" }).trim().min(1, "must not be empty").max(500, "must be at most 500 characters").optional() })
+  .object({
+    reason: z
+      .string({ error: "must be a string" })
+      .trim()
+      .refine(atLeastUnits(1), "must not be empty")
+      .refine(atMostUnits(500), "must be at most 500 characters")
+      // Stored in the audit trail's jsonb meta, which can hold neither (an INTERNAL otherwise).
+      .refine(storableText, storableTextMessage)
+      .openapi({ minLength: 1, maxLength: 500 })
+      .optional(),
+  })
   .openapi("Ban");
