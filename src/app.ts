@@ -29,7 +29,7 @@ import { limitPerIp, resolveClientIp } from "./middleware/client-ip.ts";
 import { auditRouter } from "./audit/audit.index.ts";
 import { createAuditService } from "./audit/audit.service.ts";
 import { allOf, limiterFactory } from "./lib/rate-limit.ts";
-import type { RedisClient } from "./lib/redis.ts";
+import { forStreamsAdapter, watchRedis, type RedisClient } from "./lib/redis.ts";
 import { createAdapter } from "@socket.io/redis-streams-adapter";
 import { createAccessGuard } from "./sessions/access-guard.ts";
 import { createAuthenticator } from "./sessions/authenticator.ts";
@@ -69,17 +69,19 @@ export interface AppDeps {
 export function createApp(deps: AppDeps) {
   const { config, db, logger, redis } = deps;
   // The Redis client prefixes every key with REDIS_KEY_PREFIX, the adapter's stream included.
-  const io: ChatServer = new SocketServer(redis ? { adapter: createAdapter(redis, { streamName: "socket.io" }) } : {});
+  const io: ChatServer = new SocketServer(redis ? { adapter: createAdapter(forStreamsAdapter(redis), { streamName: "socket.io" }) } : {});
+  // Logs each Redis outage once and feeds /readyz; meanwhile every user of Redis does without it (api.md §9).
+  const redisHealth = redis ? watchRedis(redis, logger) : undefined;
   const createLimiter = limiterFactory(redis);
   const signer = createTokenSigner(config.JWT_SECRET, config.JWT_ACCESS_TTL);
   const guard = createAccessGuard({ db });
   const authenticator = createAuthenticator(signer, guard);
-  const revocations = createRevocations({ guard, disconnect: socketDisconnector(io), peers: redis ? peerRevocations(io, guard) : undefined });
+  const revocations = createRevocations({ guard, disconnect: socketDisconnector(io), peers: redis ? peerRevocations(io, guard) : undefined, link: redisHealth });
 
   const channels = createChannelsService({ db, membership: socketMembership(io, { clustered: redis !== undefined }) });
   const audit = createAuditService({ db });
   const presence = createPresence(redis);
-  const metrics = createMetrics({ connectedSockets: () => io.of("/").sockets.size });
+  const metrics = createMetrics({ connectedSockets: () => io.of("/").sockets.size, redisUp: redisHealth && (() => redisHealth.available) });
   const sessions = createSessionsService({ db, config, revocations, audit });
   // Another instance's writes never pass through this one, so with Redis history is read from the database.
   const recent = redis ? undefined : createRecentMessages();
@@ -149,7 +151,7 @@ export function createApp(deps: AppDeps) {
 
   // Kept as one chain: its type carries every route, for `hono/client` (AppType below).
   const api = app
-    .route("/", healthRouter({ db, redis }))
+    .route("/", healthRouter({ db, redis: redisHealth }))
     .route("/", authRouter({ auth: services.auth, requireAuth, limitAuthPerIp }))
     .route("/", usersRouter({ users: services.users, requireAuth }))
     .route("/", messagesRouter({ messages: services.messages, search: services.search, requireAuth }))
@@ -169,7 +171,7 @@ export function createApp(deps: AppDeps) {
 
   mountApiDocs(app);
 
-  return { app, api, io, services, lifecycle };
+  return { app, api, io, services, lifecycle, logger, metrics };
 }
 
 /** The REST API's type, for a typed `hono/client` (`hc<AppType>(url)`): see src/client.ts. */

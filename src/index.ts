@@ -5,7 +5,7 @@ import { createDb } from "./lib/db.ts";
 import { devJwtSecret } from "./lib/dev-secret.ts";
 import { startEmbeddedDatabase, type EmbeddedDatabase } from "./lib/embedded-db.ts";
 import { createLogger } from "./lib/logger.ts";
-import { createRedis } from "./lib/redis.ts";
+import { createRedis, redisConnected } from "./lib/redis.ts";
 import { migrateIfPending } from "./lib/migrate.ts";
 import { serve } from "./server.ts";
 import { createAuditService } from "./audit/audit.service.ts";
@@ -49,8 +49,10 @@ if (config.ADMIN_USERNAMES.length > 0) {
 const jwtSecret = config.JWT_SECRET ?? (await devJwtSecret(config.DATA_DIR));
 // With REDIS_URL, this instance shares broadcasts, presence, revocations and limits with the others.
 const redis = config.REDIS_URL ? createRedis(config.REDIS_URL, config.REDIS_KEY_PREFIX) : undefined;
-redis?.on("error", (error) => logger.warn({ err: error }, "redis error"));
 const app = createApp({ config: { ...config, JWT_SECRET: jwtSecret }, db, logger, redis });
+// Redis commands fail rather than wait while it is away (src/lib/redis.ts): let it connect before serving
+// (bounded; without it the instance serves alone, logs "redis unavailable", and catches up when it comes).
+if (redis) await redisConnected(redis);
 const server = serve(app, config);
 
 let exiting = false;

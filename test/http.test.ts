@@ -38,10 +38,10 @@ describe("§5 health", () => {
     expect(await res.json()).toEqual({ status: "ok" });
   });
 
-  test("GET /readyz → 200 {status: ok} when the database answers", async () => {
+  test("GET /readyz → 200 {status: ok, checks: {database: ok}} when the database answers (no REDIS_URL: no redis check)", async () => {
     const res = await fetch(`${t.url}/readyz`);
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ status: "ok" });
+    expect(await res.json()).toEqual({ status: "ok", checks: { database: "ok" } });
   });
 });
 

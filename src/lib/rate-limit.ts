@@ -13,13 +13,17 @@ export type LimiterFactory = (keyPrefix: string, setting: RateLimitSetting) => R
 
 /**
  * Every limiter is made by this factory: in memory for one instance, or in Redis, so that
- * several instances share every budget (api.md §9).
+ * several instances share every budget (api.md §9). While Redis is away (not connected, or a
+ * command failing or timing out) a Redis limiter counts in this instance's memory instead
+ * (rate-limiter-flexible's insurance limiter, same limits): limits still apply, per instance.
  */
 export function limiterFactory(redis?: RedisClient): LimiterFactory {
   return (keyPrefix, setting) => {
     if (!setting) return undefined;
     const options = { keyPrefix: `rl:${keyPrefix}`, points: setting.points, duration: setting.durationSeconds };
-    return redis ? new RateLimiterRedis({ ...options, storeClient: redis }) : new RateLimiterMemory(options);
+    if (!redis) return new RateLimiterMemory(options);
+    // rejectIfRedisNotReady: straight to the insurance while the client is not connected.
+    return new RateLimiterRedis({ ...options, storeClient: redis, rejectIfRedisNotReady: true, insuranceLimiter: new RateLimiterMemory(options) });
   };
 }
 

@@ -27,9 +27,23 @@ const recordScript = `
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end`;
 
+/** Markers kept for recording once Redis is back, at most (the least recently updated channel is forgotten first). */
+const MAX_UNRECORDED = 10_000;
+
 export function createPublishGate(redis?: RedisClient, onStall?: (channelId: number, previousId: number) => void): PublishGate {
   if (!redis) return { active: false, before: async () => {}, published: async () => {} };
   const key = (channelId: number) => `published:channel:${channelId}`;
+  // Markers Redis missed (it was away), per channel: recorded once it is back, so that the next
+  // message of those channels, on any instance, need not wait out MAX_WAIT_MS for them.
+  const unrecorded = new Map<number, number>();
+  const record = (channelId: number, id: number) =>
+    redis.eval(recordScript, 1, key(channelId), String(id)).then(
+      () => void ((unrecorded.get(channelId) ?? 0) <= id && unrecorded.delete(channelId)),
+      () => void keepUnrecorded(unrecorded, channelId, id),
+    );
+  redis.on("ready", () => {
+    for (const [channelId, id] of [...unrecorded]) void record(channelId, id);
+  });
   return {
     active: true,
     // Never fails a send: the message is committed by now, so a Redis hiccup costs order, not the ack.
@@ -37,7 +51,15 @@ export function createPublishGate(redis?: RedisClient, onStall?: (channelId: num
       if (previousId === 0) return;
       const deadline = Date.now() + MAX_WAIT_MS;
       for (;;) {
-        const marker = await redis.get(key(channelId)).catch(() => null);
+        let marker: string | null;
+        try {
+          marker = await redis.get(key(channelId));
+        } catch {
+          // Redis away: nothing crosses instances meanwhile, so there is no order to keep. A failure
+          // while connected (a timeout under load) is tried again, within the deadline.
+          if (redis.status !== "ready") return;
+          marker = "0";
+        }
         // No marker: nothing published in this channel since Redis started, so nothing to wait for.
         if (marker === null || Number(marker) >= previousId) return;
         if (Date.now() > deadline) return onStall?.(channelId, previousId);
@@ -45,7 +67,14 @@ export function createPublishGate(redis?: RedisClient, onStall?: (channelId: num
       }
     },
     async published(channelId, id) {
-      await redis.eval(recordScript, 1, key(channelId), String(id)).catch(() => undefined);
+      await record(channelId, id);
     },
   };
+}
+
+function keepUnrecorded(ids: Map<number, number>, channelId: number, id: number): void {
+  const newest = Math.max(id, ids.get(channelId) ?? 0);
+  ids.delete(channelId); // re-inserted last
+  ids.set(channelId, newest);
+  if (ids.size > MAX_UNRECORDED) ids.delete(ids.keys().next().value!);
 }

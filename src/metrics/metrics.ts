@@ -6,7 +6,7 @@ export type Metrics = ReturnType<typeof createMetrics>;
  * The series of api.md §9, on a registry of this app's own (so several apps in one process,
  * as in the tests, never share counters). prom-client does the bookkeeping and the text format.
  */
-export function createMetrics({ connectedSockets }: { connectedSockets: () => number }) {
+export function createMetrics({ connectedSockets, redisUp }: { connectedSockets: () => number; redisUp?: () => boolean }) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const registers = [registry];
@@ -32,6 +32,25 @@ export function createMetrics({ connectedSockets }: { connectedSockets: () => nu
       this.set(connectedSockets());
     },
   });
+  const slowClients = new Counter({
+    name: "socketio_slow_clients_dropped_total",
+    help: "Socket.IO clients disconnected for not reading (over SOCKET_MAX_BUFFERED_BYTES held for them), by transport",
+    labelNames: ["transport"] as const,
+    registers,
+  });
+  // Both series from the start, at 0, so a rate over them is defined before the first drop.
+  for (const transport of ["websocket", "polling"]) slowClients.inc({ transport }, 0);
+  if (redisUp) {
+    new Gauge({
+      name: "chat_dependency_up",
+      help: "1 while this instance reaches the dependency, else 0 (redis: with REDIS_URL, as last seen by its connection and a PING every 2 s)",
+      labelNames: ["dependency"] as const,
+      registers,
+      collect() {
+        this.set({ dependency: "redis" }, redisUp() ? 1 : 0);
+      },
+    });
+  }
   const messages = new Counter({
     name: "chat_messages_total",
     help: "Messages sent, by transport and result (accepted, or rejected with its error code)",
@@ -59,6 +78,9 @@ export function createMetrics({ connectedSockets }: { connectedSockets: () => nu
       const labels = { method, route, status: String(status) };
       httpRequests.inc(labels);
       httpDuration.observe(labels, seconds);
+    },
+    slowClientDropped(transport: "websocket" | "polling"): void {
+      slowClients.inc({ transport });
     },
     messageAccepted(transport: "socket" | "rest"): void {
       messages.inc({ transport, result: "accepted", code: "" });

@@ -77,30 +77,99 @@ local ids = {}
 for id in pairs(online) do table.insert(ids, id) end
 return ids`;
 
+// Rewrites the instance's hash from this instance's own counts (after Redis missed some).
+const rewriteScript = `
+redis.call('DEL', KEYS[1])
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if #ARGV > 2 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+redis.call('SADD', KEYS[2], ARGV[2])`;
+
+// While Redis is away (api.md §9), presence falls back to this instance's own sockets, which it
+// counts in memory as well: a user's first socket here and their last one here are announced
+// (to this instance's clients: broadcasts do not leave it meanwhile) and `online()` lists the
+// users connected here. Counts Redis missed are written back, from the memory ones, as soon as
+// it answers again (on reconnection, at the next heartbeat or the next count, whichever first).
 function redisPresence(redis: RedisClient, ttlMs: number): Presence {
   const instanceId = crypto.randomUUID();
   const prefix = redis.options.keyPrefix ?? "";
   const instanceKey = `presence:instance:${instanceId}`;
   const instancesKey = "presence:instances";
-  const count = async (userId: number, delta: 1 | -1) =>
-    Number(await redis.eval(countScript, 2, instanceKey, instancesKey, String(userId), String(delta), prefix, String(ttlMs), instanceId));
-  // Failures are left to /readyz to report; a missed beat only shortens the hash's life.
-  const beat = () => void redis.pexpire(instanceKey, ttlMs).catch(() => undefined);
+  const sockets = new Map<number, number>();
+  // Bumped by every failed write: while above `written`, the hash in Redis is not to be trusted.
+  let missed = 0;
+  let written = 0;
+  // Bumped by every count here; a rewrite resolves with the value its snapshot included.
+  let changes = 0;
+  let rewriting: Promise<number> | undefined;
+
+  const failed = () => void missed++;
+  const countHere = (userId: number, delta: 1 | -1) => {
+    const count = (sockets.get(userId) ?? 0) + delta;
+    if (count > 0) sockets.set(userId, count);
+    else sockets.delete(userId);
+    changes++;
+    return count;
+  };
+  const stale = () => rewriting !== undefined || missed !== written;
+  /** Puts the memory counts back into Redis; rejects while Redis is away. */
+  const rewrite = (): Promise<number> =>
+    (rewriting ??= (async () => {
+      const [at, included] = [missed, changes];
+      const fields = [...sockets].flatMap(([userId, n]) => [String(userId), String(n)]);
+      try {
+        await redis.eval(rewriteScript, 2, instanceKey, instancesKey, String(ttlMs), instanceId, ...fields);
+        written = at;
+        return included;
+      } finally {
+        rewriting = undefined;
+      }
+    })());
+  /** The user's count over every live instance once `delta` is applied; undefined when Redis did not answer. */
+  const count = async (userId: number, delta: 1 | -1): Promise<number | undefined> => {
+    const change = changes;
+    const total = (d: number) =>
+      redis.eval(countScript, 2, instanceKey, instancesKey, String(userId), String(d), prefix, String(ttlMs), instanceId).then(Number);
+    try {
+      // A rewrite whose snapshot has this change already counts it: only the total is read then.
+      if (stale() && (await rewrite()) >= change) return await total(0);
+      return await total(delta);
+    } catch {
+      failed();
+      return undefined;
+    }
+  };
+  const beat = () => {
+    if (stale()) return void rewrite().catch(() => undefined);
+    // A missed beat may let the hash expire: rewritten once Redis answers.
+    void redis.pexpire(instanceKey, ttlMs).catch(failed);
+  };
   const heartbeat = setInterval(beat, Math.max(50, Math.floor(ttlMs / 3)));
   heartbeat.unref();
+  const reconnected = () => void (stale() ? rewrite().catch(() => undefined) : undefined);
+  redis.on("ready", reconnected);
   return {
     async connected(userId) {
-      return (await count(userId, 1)) === 1;
+      const here = countHere(userId, 1);
+      const total = await count(userId, 1);
+      return (total ?? here) === 1;
     },
     async disconnected(userId) {
-      return (await count(userId, -1)) <= 0;
+      const here = countHere(userId, -1);
+      const total = await count(userId, -1);
+      return (total ?? here) <= 0;
     },
     async online() {
-      const ids = (await redis.eval(onlineScript, 1, instancesKey, prefix)) as string[];
-      return ascending(ids.map(Number));
+      try {
+        if (stale()) await rewrite();
+        const ids = (await redis.eval(onlineScript, 1, instancesKey, prefix)) as string[];
+        return ascending(ids.map(Number));
+      } catch {
+        return ascending([...sockets.keys()]);
+      }
     },
     close() {
       clearInterval(heartbeat);
+      redis.off("ready", reconnected);
     },
   };
 }

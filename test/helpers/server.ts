@@ -3,7 +3,7 @@ import { io as ioClient, type Socket } from "socket.io-client";
 import { createApp, type App } from "../../src/app.ts";
 import { loadConfig, type Config } from "../../src/config.ts";
 import { createLogger, type Logger } from "../../src/lib/logger.ts";
-import { createRedis } from "../../src/lib/redis.ts";
+import { createRedis, redisConnected } from "../../src/lib/redis.ts";
 import type { ClientToServerEvents, ServerToClientEvents } from "../../src/realtime/contract.ts";
 import { serve, type RunningServer } from "../../src/server.ts";
 import { createTestDatabase, type TestDatabase } from "./db.ts";
@@ -62,13 +62,15 @@ export const uniqueName = (prefix = "user") => `${prefix}_${++userCounter}_${cry
  * and `serve` the entry point uses. Stopped and dropped after the file's tests.
  */
 export async function startTestServer(
-  options: { env?: Record<string, string>; database?: TestDatabase; logger?: Logger; redisPrefix?: string } = {},
+  options: { env?: Record<string, string>; database?: TestDatabase; logger?: Logger; redisPrefix?: string; redisUrl?: string } = {},
 ): Promise<TestServer> {
   const database = options.database ?? (await createTestDatabase());
   const config = testConfig(database.url, options.env);
-  // With `redisPrefix`, the local Redis under keys of the test's own (instances of one test share a prefix).
-  const redis = options.redisPrefix ? createRedis(testRedisUrl, options.redisPrefix) : undefined;
+  // With `redisPrefix`, the local Redis (or `redisUrl`) under keys of the test's own (instances of one test share a prefix).
+  const redis = options.redisPrefix ? createRedis(options.redisUrl ?? testRedisUrl, options.redisPrefix) : undefined;
   const app = createApp({ config: { ...config, REDIS_KEY_PREFIX: options.redisPrefix ?? config.REDIS_KEY_PREFIX }, db: database.db, logger: options.logger ?? createLogger(config.LOG_LEVEL), redis });
+  // As the entry point does: Redis commands fail rather than wait for the connection.
+  if (redis) await redisConnected(redis);
   const server = serve(app, config);
   const clients: ChatClient[] = [];
 
