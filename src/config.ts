@@ -100,6 +100,14 @@ export const envSchema = z
           message: "required outside development (at least 32 random characters)",
         });
       }
+      // Bun closes a connection idle for 255 s at most, and a long poll waits up to interval + timeout.
+      if (env.SOCKET_PING_INTERVAL_MS + env.SOCKET_PING_TIMEOUT_MS > 240_000) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["SOCKET_PING_TIMEOUT_MS"],
+          message: "SOCKET_PING_INTERVAL_MS + SOCKET_PING_TIMEOUT_MS must be at most 240000 (a long poll lasts up to their sum)",
+        });
+      }
       if (!dev && !env.DATABASE_URL) {
         ctx.addIssue({
           code: "custom",

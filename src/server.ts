@@ -3,6 +3,8 @@ import { corsOrigin, type App } from "./app.ts";
 import type { Config } from "./config.ts";
 import { drainingHeaders, shuttingDown } from "./middleware/draining.ts";
 import { enableNativeFanout } from "./realtime/native-fanout.ts";
+import { guardSlowClients } from "./realtime/slow-clients.ts";
+import { engineBadRequest, isBadUpgrade, oversizedPoll } from "./realtime/socket-requests.ts";
 
 export interface RunningServer {
   /** Base URL, e.g. http://127.0.0.1:41234 */
@@ -31,25 +33,55 @@ async function acksDelivered(io: App["io"]): Promise<void> {
   while (pending()) await Bun.sleep(10);
 }
 
+/**
+ * Bun.serve's `idleTimeout` (seconds without a byte on a connection): a long poll is answered by
+ * the next ping at the latest (pingInterval) and the client then has pingTimeout to come back, so a
+ * connection must outlive both, with margin. 60 s with the defaults; Bun allows at most 255.
+ */
+export function httpIdleTimeoutSeconds(config: Pick<Config, "SOCKET_PING_INTERVAL_MS" | "SOCKET_PING_TIMEOUT_MS">): number {
+  return Math.min(255, Math.ceil((config.SOCKET_PING_INTERVAL_MS + config.SOCKET_PING_TIMEOUT_MS) / 1000) + 15);
+}
+
 /** Serves REST and Socket.IO on one port with one `Bun.serve`. */
 export function serve(
-  { app, io, services, lifecycle }: App,
-  config: Pick<Config, "PORT" | "HOST" | "CORS_ORIGINS" | "SOCKET_MAX_BUFFER_BYTES" | "SHUTDOWN_TIMEOUT_MS">,
+  { app, io, services, lifecycle, logger, metrics }: App,
+  config: Pick<
+    Config,
+    | "PORT"
+    | "HOST"
+    | "CORS_ORIGINS"
+    | "SOCKET_MAX_BUFFER_BYTES"
+    | "SHUTDOWN_TIMEOUT_MS"
+    | "SOCKET_PING_INTERVAL_MS"
+    | "SOCKET_PING_TIMEOUT_MS"
+    | "SOCKET_MAX_BUFFERED_BYTES"
+  >,
 ): RunningServer {
   const engine = new Engine({
     path: socketPath,
     maxHttpBufferSize: config.SOCKET_MAX_BUFFER_BYTES,
+    // A client that has not answered a ping within pingTimeout is dropped (half-open connections included).
+    pingInterval: config.SOCKET_PING_INTERVAL_MS,
+    pingTimeout: config.SOCKET_PING_TIMEOUT_MS,
     cors: config.CORS_ORIGINS.length > 0 ? { origin: corsOrigin(config.CORS_ORIGINS) } : undefined,
   });
   io.bind(engine);
+
+  // A client that stops reading is dropped once SOCKET_MAX_BUFFERED_BYTES wait for it (slow-clients.ts).
+  const slowClients = guardSlowClients(io, {
+    maxBufferedBytes: config.SOCKET_MAX_BUFFERED_BYTES,
+    onDrop(drop) {
+      logger.warn(drop, "slow client disconnected: it stopped reading");
+      metrics.slowClientDropped(drop.transport);
+    },
+  });
 
   const { websocket } = engine.handler();
   const server = Bun.serve({
     port: config.PORT,
     hostname: config.HOST,
-    websocket,
-    // Long polls must outlive Socket.IO's ping interval (25 s); Bun's default is 10 s.
-    idleTimeout: 60,
+    websocket: slowClients.websocketHandler(websocket),
+    idleTimeout: httpIdleTimeoutSeconds(config),
     fetch(request, bunServer) {
       const url = new URL(request.url);
       const isSocket = url.pathname.startsWith(socketPath);
@@ -57,11 +89,12 @@ export function serve(
       // While draining, existing Socket.IO sessions keep polling (to collect their last
       // acks) but new handshakes are turned away.
       if (lifecycle.draining && !url.searchParams.has("sid")) return handshakeRefused();
-      return engine.handleRequest(request, bunServer);
+      if (isBadUpgrade(request)) return engineBadRequest();
+      return engine.handleRequest(oversizedPoll(request, config.SOCKET_MAX_BUFFER_BYTES) ?? request, bunServer);
     },
   });
   // Broadcasts to websocket clients: one encode and one Bun publish per room (see native-fanout.ts).
-  enableNativeFanout(io, server);
+  enableNativeFanout(io, server, { publishBackpressured: slowClients.publishBackpressured });
 
   let stopping: Promise<void> | undefined;
   return {

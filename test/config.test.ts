@@ -43,6 +43,10 @@ describe("defaults", () => {
       REFRESH_TOKEN_TTL: 30 * days,
       BODY_LIMIT_BYTES: 64 * 1024,
       SOCKET_MAX_BUFFER_BYTES: 64 * 1024,
+      DATABASE_TIMEOUT_MS: 5_000,
+      SOCKET_PING_INTERVAL_MS: 25_000,
+      SOCKET_PING_TIMEOUT_MS: 20_000,
+      SOCKET_MAX_BUFFERED_BYTES: 1024 * 1024,
       LOG_LEVEL: "info",
       CORS_ORIGINS: [],
       JWT_SECRET: secret,
@@ -119,6 +123,15 @@ describe("required and validated variables outside development", () => {
     ["a 65-character REDIS_KEY_PREFIX", { REDIS_KEY_PREFIX: "x".repeat(65) }, /^REDIS_KEY_PREFIX: /],
     ["a 15-character METRICS_TOKEN", { METRICS_TOKEN: "x".repeat(15) }, /^METRICS_TOKEN: .*16/],
     ["RATE_LIMIT_TYPING=often", { RATE_LIMIT_TYPING: "often" }, /^RATE_LIMIT_TYPING: /],
+    ["DATABASE_TIMEOUT_MS=50 (under 100)", { DATABASE_TIMEOUT_MS: "50" }, /^DATABASE_TIMEOUT_MS: /],
+    ["DATABASE_TIMEOUT_MS=soon", { DATABASE_TIMEOUT_MS: "soon" }, /^DATABASE_TIMEOUT_MS: /],
+    ["SOCKET_PING_INTERVAL_MS=0", { SOCKET_PING_INTERVAL_MS: "0" }, /^SOCKET_PING_INTERVAL_MS: /],
+    ["SOCKET_MAX_BUFFERED_BYTES=512 (under 1024)", { SOCKET_MAX_BUFFERED_BYTES: "512" }, /^SOCKET_MAX_BUFFERED_BYTES: /],
+    [
+      "ping interval + timeout over 240 s (a long poll would outlive Bun's idle limit)",
+      { SOCKET_PING_INTERVAL_MS: "200000", SOCKET_PING_TIMEOUT_MS: "40001" },
+      /^SOCKET_PING_TIMEOUT_MS: .*240000/,
+    ],
   ];
   test.each(cases)("%s → one problem naming the variable", (_, overrides, line) => {
     const error = configError({ ...prod, ...overrides });

@@ -20,11 +20,22 @@ import type { Adapter, BroadcastOptions } from "socket.io-adapter";
  * subscriber's pending topic messages before a direct send), and the websocket transport
  * sends synchronously, so a published broadcast and a packet emitted after it to the same
  * socket (an ack) arrive in emission order. Nothing here batches or defers.
+ *
+ * Slow subscribers: a publish returns -1 when some subscriber has data queued in Bun and 0 when
+ * one was over its `backpressureLimit` (Bun drops the message for it and, with
+ * `closeOnBackpressureLimit`, closes it). Then `hooks.publishBackpressured` is called with each
+ * subscriber of the topic, so the caller can note which ones hold data (see slow-clients.ts).
  */
 
 /** The Bun server a Socket.IO server is served by: only its `publish` is used. */
 export interface Publisher {
+  /** Bun's send status: -1 when some subscriber has data queued, 0 when it was dropped for one (or there was none). */
   publish(topic: string, data: string): number;
+}
+
+export interface FanoutHooks {
+  /** A publish returned -1 or 0: called with each socket subscribed to its topic. */
+  publishBackpressured?(socket: object, websocket: ServerWebSocket<unknown>): void;
 }
 
 // What this file reads of socket.io's and @socket.io/bun-engine's internals (untyped there).
@@ -51,13 +62,15 @@ const topicOf = (namespace: string, room: string) => `${namespace}\x1f${room}`;
 // a test runner may evaluate this file (and socket.io-adapter) more than once per process, and
 // every copy must agree on which prototype is patched and where each server's publisher is.
 const publisherKey = Symbol.for("chat.nativeFanout.publisher");
+const hooksKey = Symbol.for("chat.nativeFanout.hooks");
 const patchedKey = Symbol.for("chat.nativeFanout.patched");
 /** Polling sockets already waiting for their upgrade, so each gets one listener. */
 const awaitingUpgrade = new WeakSet<IoSocket>();
 
 /** Broadcasts of `io` go through `server.publish` from now on. Call once `server` listens. */
-export function enableNativeFanout(io: { of(namespace: "/"): { adapter: object } }, server: Publisher): void {
+export function enableNativeFanout(io: { of(namespace: "/"): { adapter: object } }, server: Publisher, hooks: FanoutHooks = {}): void {
   (io as Record<symbol, unknown>)[publisherKey] = server;
+  (io as Record<symbol, unknown>)[hooksKey] = hooks;
   const base = baseAdapterPrototype(io.of("/").adapter);
   if (base[patchedKey]) return;
   patchAdapter(base as unknown as Adapter);
@@ -81,6 +94,7 @@ const internals = (adapter: Adapter) => adapter as unknown as AdapterInternals;
 
 /** The adapter's Bun server, or undefined when its Socket.IO server was not registered. */
 const publisherOf = (adapter: AdapterInternals) => (adapter.nsp?.server as Record<symbol, Publisher | undefined> | undefined)?.[publisherKey];
+const hooksOf = (adapter: AdapterInternals) => (adapter.nsp.server as Record<symbol, FanoutHooks | undefined>)[hooksKey];
 
 /** The socket's Bun websocket while it is on the websocket transport; undefined on polling. */
 function websocketOf(socket: IoSocket | undefined): ServerWebSocket<unknown> | undefined {
@@ -165,12 +179,14 @@ function patchAdapter(prototype: Adapter): void {
     const [room] = opts.rooms;
     const topic = room === undefined ? adapter.nsp.name : topicOf(adapter.nsp.name, room);
     // "4" is Engine.IO's "message" packet type, which the websocket transport would prepend.
-    publisher.publish(topic, `4${text}`);
+    const status = publisher.publish(topic, `4${text}`);
+    const backpressured = status <= 0 ? hooksOf(adapter)?.publishBackpressured : undefined;
     const packetOpts = { preEncoded: true as const, compress: flags.compress };
     adapter.apply(opts, (socket) => {
       socket.notifyOutgoingListeners?.(packet);
+      const websocket = websocketOf(socket);
       // Exactly once: a socket the publish did not reach (polling, mid-upgrade) gets it here.
-      if (websocketOf(socket)?.isSubscribed(topic)) return;
+      if (websocket?.isSubscribed(topic)) return void backpressured?.(socket, websocket);
       socket.client.writeToEngine(encoded, packetOpts);
     });
   };
