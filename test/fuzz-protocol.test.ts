@@ -425,10 +425,10 @@ describe("malformed long-polling requests get a 4xx, and one session's garbage e
     await expectBystandersServed("a POST over the limit");
   });
 
-  // Bun.serve reads a request body up to its maxRequestBodySize (128 MiB unless set) before the
-  // engine compares its length with SOCKET_MAX_BUFFER_BYTES: a 100 MiB POST to a live session costs
-  // the service some 200 MiB until the collector runs (413 only after reading it all).
-  test.failing("a 100 MiB POST to a live polling session is refused without being held in memory (fails until server.ts caps request bodies)", async () => {
+  // The engine reads a polling body whole before comparing its length with SOCKET_MAX_BUFFER_BYTES:
+  // a 100 MiB POST cost some 200 MiB. server.ts refuses one whose Content-Length is surely over the
+  // limit before a byte of it is read (realtime/socket-requests.ts).
+  test("a 100 MiB POST to a live polling session is refused without being held in memory", async () => {
     const sid = await openPolling(owner.token);
     const before = residentBytes(service.proc.pid);
     const status = await fetch(`${polling}&sid=${sid}`, { method: "POST", body: "x".repeat(100 * 2 ** 20) }).then(
@@ -441,13 +441,13 @@ describe("malformed long-polling requests get a 4xx, and one session's garbage e
     expect(grown).toBeLessThan(32 * 2 ** 20);
   });
 
-  // server.ts passes any request with an Upgrade header to the engine, which then tries
-  // `server.upgrade()` and, when that fails (not a websocket handshake), answers 500 with no body.
-  test.failing.each([
+  // The engine tries `server.upgrade()` on any request with an Upgrade header and, when that fails
+  // (not a websocket handshake), answers 500 with no body: server.ts answers these first.
+  test.each([
     ["a handshake with Upgrade: h2c", () => fetch(polling, { headers: { upgrade: "h2c", connection: "upgrade" } })],
     ["a handshake with Upgrade: websocket but no Sec-WebSocket-Key", () => fetch(polling, { headers: { upgrade: "websocket", connection: "upgrade" } })],
     ["a live polling session's sid with Upgrade: websocket but no key", async () => fetch(`${polling}&sid=${await openPolling(owner.token)}`, { headers: { upgrade: "websocket", connection: "upgrade" } })],
-  ] as [string, () => Promise<Response>][])("%s → a 4xx, not the engine's 500 (fails until server.ts refuses it first)", async (_label, request) => {
+  ] as [string, () => Promise<Response>][])("%s → a 4xx, not the engine's 500", async (_label, request) => {
     const res = await request();
     expect(res.status).toBeGreaterThanOrEqual(400);
     expect(res.status).toBeLessThan(500);
