@@ -104,6 +104,11 @@ async function whileDown(failure: string, ingoing: () => void) {
 
   // REST: 503 UNAVAILABLE in the error shape, within the bound; liveness still answers.
   const answers = await Promise.all(restDuringOutage.map(([, request]) => timed(request)));
+  const slowest = (times: number[]) => Math.max(...times).toFixed(0);
+  console.info(
+    `${failure} (DATABASE_TIMEOUT_MS=${databaseTimeoutMs}): ${during.length} sends refused UNAVAILABLE, slowest in ${slowest(during.map((d) => d.ms))} ms; ` +
+      `REST 503, slowest in ${slowest(answers.map((a) => a.ms))} ms`,
+  );
   for (const [i, { value: res, ms }] of answers.entries()) {
     expect({ request: restDuringOutage[i]![0], inBound: ms < answerBoundMs }).toEqual({ request: restDuringOutage[i]![0], inBound: true });
     await expectError(res, 503, "UNAVAILABLE");
