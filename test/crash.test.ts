@@ -19,6 +19,8 @@ type Outcome = { kind: "ok"; id: number } | { kind: "refused"; code: string } | 
 interface Sent {
   socket: number;
   payload: { content: string; clientId: string; userId?: number };
+  /** Whether the service must accept it. */
+  valid: boolean;
   outcome?: Outcome;
 }
 
@@ -26,16 +28,16 @@ interface Sent {
  * Every 5th payload is one the service must refuse (it never reaches the database), the rest
  * are valid; each has a content and a clientId of its own.
  */
-function payloadFor(sender: number, i: number, otherUserId: number): Sent["payload"] {
+function payloadFor(sender: number, i: number, otherUserId: number): Pick<Sent, "payload" | "valid"> {
   const tag = `crash s${sender} #${i} ${crypto.randomUUID()}`;
   const clientId = crypto.randomUUID();
   switch (i % 10) {
     case 4:
-      return { content: `${tag} ${"x".repeat(4000)}`, clientId }; // over 4000 characters
+      return { payload: { content: `${tag} ${"x".repeat(4000)}`, clientId }, valid: false }; // over 4000 characters
     case 9:
-      return { content: tag, clientId, userId: otherUserId }; // someone else's userId
+      return { payload: { content: tag, clientId, userId: otherUserId }, valid: false }; // someone else's userId
     default:
-      return { content: tag, clientId };
+      return { payload: { content: tag, clientId }, valid: true };
   }
 }
 
@@ -63,7 +65,7 @@ describe("SIGKILL while senders are busy", () => {
     const senders = sockets.map(async (socket, s) => {
       const other = users[(Math.floor(s / 2) + 1) % users.length]!.user.id;
       for (let i = 0; !killed; i++) {
-        const entry: Sent = { socket: s, payload: payloadFor(s, i, other) };
+        const entry: Sent = { socket: s, ...payloadFor(s, i, other) };
         sent.push(entry);
         try {
           const ack = await sendWithAck(socket, entry.payload, 10_000);
@@ -84,6 +86,8 @@ describe("SIGKILL while senders are busy", () => {
     for (const socket of sockets) socket.disconnect();
 
     const ok = sent.filter((s) => s.outcome?.kind === "ok");
+    // Every answered payload got the answer its validity calls for.
+    expect(sent.filter((s) => s.outcome && s.outcome.kind !== "unanswered" && (s.outcome.kind === "ok") !== s.valid)).toEqual([]);
     const refused = sent.filter((s) => s.outcome?.kind === "refused");
     const unanswered = sent.filter((s) => s.outcome?.kind === "unanswered");
     console.log(`SIGKILL under load: ${ok.length} acked ok, ${refused.length} refused, ${unanswered.length} cut off`);
@@ -106,11 +110,12 @@ describe("SIGKILL while senders are busy", () => {
       expect(await storedCounts(refused)).toEqual(refused.map(() => 0));
 
       // Cut off: stored or not, depending on where the crash caught it; resent with the same
-      // clientId, as a client does after reconnecting, each ends up stored exactly once.
+      // clientId, as a client does after reconnecting, each valid one ends up stored exactly once
+      // (and an invalid one is refused again, and stored never).
       const again = await Promise.all(users.flatMap((user) => transports.map((transport) => connectTo(second.url, user.token, transport))));
       const resent = await Promise.all(unanswered.map((s) => sendWithAck(again[s.socket]!, s.payload)));
-      expect(resent.map((ack) => ack.ok)).toEqual(unanswered.map(() => true));
-      expect(await storedCounts(unanswered)).toEqual(unanswered.map(() => 1));
+      expect(resent.map((ack) => ack.ok)).toEqual(unanswered.map((s) => s.valid));
+      expect(await storedCounts(unanswered)).toEqual(unanswered.map((s) => (s.valid ? 1 : 0)));
       // A resend of one acked before the crash returns the same message: no second row.
       const repeat = await sendWithAck(again[ok[0]!.socket]!, ok[0]!.payload);
       expect(repeat).toMatchObject({ ok: true, message: { id: (ok[0]!.outcome as { id: number }).id } });
