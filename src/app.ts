@@ -15,6 +15,7 @@ import { messagesRouter } from "./messages/messages.index.ts";
 import { createMessagesService } from "./messages/messages.service.ts";
 import { createMessageSearch } from "./messages/messages.search.ts";
 import { createPublishGate } from "./messages/publish-gate.ts";
+import { trackDeliveries } from "./realtime/deliveries.ts";
 import { createRecentMessages, keepingRecent } from "./messages/recent-messages.ts";
 import { presenceRouter } from "./presence/presence.index.ts";
 import { createPresence } from "./presence/presence.service.ts";
@@ -85,6 +86,8 @@ export function createApp(deps: AppDeps) {
   const sessions = createSessionsService({ db, config, revocations, audit });
   // Another instance's writes never pass through this one, so with Redis history is read from the database.
   const recent = redis ? undefined : createRecentMessages();
+  // With Redis, what this instance has delivered of each channel, for the publish gate.
+  const deliveries = redis ? trackDeliveries(io) : undefined;
   const users = createUsersService({ db, audit, sessions, revocations });
   const services = {
     audit,
@@ -98,12 +101,14 @@ export function createApp(deps: AppDeps) {
       db,
       channels,
       audit,
-      publish: recent ? keepingRecent(recent, messageEvents(io)) : messageEvents(io),
+      publish: recent ? keepingRecent(recent, messageEvents(io)) : messageEvents(io, deliveries),
       recent,
       onPersisted: metrics.persisted,
       onBatch: metrics.messageBatch,
-      gate: createPublishGate(redis, (channelId, previousId) =>
-        logger.warn({ channelId, previousId }, "published without waiting for the previous message (its writer never recorded it)"),
+      gate: createPublishGate(
+        redis,
+        (channelId, previousId) => logger.warn({ channelId, previousId }, "published without waiting for the previous message (its writer never recorded it)"),
+        deliveries?.upTo,
       ),
       limiter: allOf(
         createLimiter("messages-burst", config.RATE_LIMIT_MESSAGES_BURST),

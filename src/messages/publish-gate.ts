@@ -7,7 +7,10 @@ import type { RedisClient } from "../lib/redis.ts";
  * commit, but the lock ends at the commit: the next writer, on another instance, could commit
  * and publish before the first one's publish reached Redis. So each message waits until the
  * message before it in its channel has been published, which every instance records in Redis
- * right after its publish (on the same connection, so after the broadcast itself).
+ * right after its publish (on the same connection, so after the broadcast itself). Published
+ * means in the shared stream, not yet read by this instance: so it also waits until this
+ * instance has delivered that message to its own sockets (`deliveredUpTo`), or its clients could
+ * get the next message first.
  *
  * On one instance the in-process queue per channel already gives this order: no gate.
  */
@@ -22,6 +25,12 @@ export interface PublishGate {
 
 /** How long a message waits for its predecessor's publish: a writer that died after its commit must not stall the channel. */
 const MAX_WAIT_MS = 2_000;
+/**
+ * How long it then waits for this instance to read that predecessor from the stream (normally a
+ * millisecond or two). Bounded apart, and without a warning: a broadcast lost in a Redis outage
+ * never arrives, and the first message after it need not wait the whole MAX_WAIT_MS.
+ */
+const MAX_READ_WAIT_MS = 1_000;
 
 const recordScript = `
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -30,7 +39,12 @@ if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end`;
 /** Markers kept for recording once Redis is back, at most (the least recently updated channel is forgotten first). */
 const MAX_UNRECORDED = 10_000;
 
-export function createPublishGate(redis?: RedisClient, onStall?: (channelId: number, previousId: number) => void): PublishGate {
+export function createPublishGate(
+  redis?: RedisClient,
+  onStall?: (channelId: number, previousId: number) => void,
+  /** The newest message of the channel this instance has delivered (realtime/deliveries.ts). */
+  deliveredUpTo?: (channelId: number) => number,
+): PublishGate {
   if (!redis) return { active: false, before: async () => {}, published: async () => {} };
   const key = (channelId: number) => `published:channel:${channelId}`;
   // Markers Redis missed (it was away), per channel: recorded once it is back, so that the next
@@ -61,7 +75,8 @@ export function createPublishGate(redis?: RedisClient, onStall?: (channelId: num
           marker = "0";
         }
         // No marker: nothing published in this channel since Redis started, so nothing to wait for.
-        if (marker === null || Number(marker) >= previousId) return;
+        if (marker === null) return;
+        if (Number(marker) >= previousId) return readHere(channelId, previousId);
         if (Date.now() > deadline) return onStall?.(channelId, previousId);
         await Bun.sleep(1);
       }
@@ -70,6 +85,13 @@ export function createPublishGate(redis?: RedisClient, onStall?: (channelId: num
       await record(channelId, id);
     },
   };
+
+  /** Resolves once this instance has delivered message `previousId` of the channel, or after MAX_READ_WAIT_MS. */
+  async function readHere(channelId: number, previousId: number): Promise<void> {
+    if (!deliveredUpTo) return;
+    const deadline = Date.now() + MAX_READ_WAIT_MS;
+    while (deliveredUpTo(channelId) < previousId && Date.now() < deadline && redis?.status === "ready") await Bun.sleep(1);
+  }
 }
 
 function keepUnrecorded(ids: Map<number, number>, channelId: number, id: number): void {

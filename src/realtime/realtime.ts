@@ -1,4 +1,5 @@
 import type { Server, Socket } from "socket.io";
+import type { Deliveries } from "./deliveries.ts";
 import { logServerFault, toAppError, validationError, type AppError } from "../lib/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import type { Logger } from "../lib/logger.ts";
@@ -130,9 +131,12 @@ export function socketMembership(io: ChatServer, { clustered }: { clustered: boo
 }
 
 /** Committed messages, edits and deletions go to the sockets of the channel's members only. */
-export function messageEvents(io: ChatServer): MessageEvents {
+export function messageEvents(io: ChatServer, deliveries?: Deliveries): MessageEvents {
   return {
-    created: (message) => io.to(channelRoom(message.channelId)).emit("message", message),
+    created: (message) => {
+      io.to(channelRoom(message.channelId)).emit("message", message);
+      deliveries?.delivered(message);
+    },
     updated: (update) => io.to(channelRoom(update.channelId)).emit("message:updated", update),
     deleted: (deletion) => io.to(channelRoom(deletion.channelId)).emit("message:deleted", deletion),
   };
