@@ -89,6 +89,25 @@ export const envSchema = z
     SOCKET_PING_TIMEOUT_MS: z.coerce.number().int().min(100).default(20_000),
     /** Bytes the server holds for one client that is not reading; past it the client is disconnected. */
     SOCKET_MAX_BUFFERED_BYTES: z.coerce.number().int().min(1024).default(1024 * 1024),
+    /** An OpenAI-compatible chat-completions server (api.md §10): "http://host:8080/v1". Unset: LLM features off. */
+    LLM_BASE_URL: z.url({ protocol: /^https?$/, error: "an http:// or https:// URL" }).optional(),
+    LLM_API_KEY: z.string().min(1).optional(),
+    /** The model name sent with every request (required with LLM_BASE_URL). */
+    LLM_MODEL: z.string().trim().min(1).max(200).optional(),
+    /** The longest one model call may take, its retries and its wait for a free slot included. */
+    LLM_TIMEOUT_MS: z.coerce.number().int().min(100).default(5_000),
+    /** Retries of a call that failed fast (a 5xx, a refused connection), within LLM_TIMEOUT_MS. */
+    LLM_MAX_RETRIES: z.coerce.number().int().min(0).max(5).default(1),
+    /** Model calls in flight at once, per instance; the rest wait their turn (within their timeout). */
+    LLM_MAX_CONCURRENCY: z.coerce.number().int().min(1).max(256).default(8),
+    /** The model's context window in tokens: summaries cut long ranges into chunks that fit it. */
+    LLM_CONTEXT_TOKENS: z.coerce.number().int().min(512).default(8_192),
+    /** off: no moderation; flag: deliver, and list what is caught for moderators; block: refuse before storing. */
+    MODERATION: z.enum(["off", "flag", "block"]).default("off"),
+    /** When the model fails or times out: open lets the message through, closed refuses it (block) or flags it (flag). */
+    MODERATION_FAIL: z.enum(["open", "closed"]).default("open"),
+    /** The local word list, checked before the model (whole words, case-insensitive), comma-separated. */
+    MODERATION_WORDS: list,
   })
   .superRefine(
     (env, ctx) => {
@@ -107,6 +126,9 @@ export const envSchema = z
           path: ["SOCKET_PING_TIMEOUT_MS"],
           message: "SOCKET_PING_INTERVAL_MS + SOCKET_PING_TIMEOUT_MS must be at most 240000 (a long poll lasts up to their sum)",
         });
+      }
+      if (env.LLM_BASE_URL && !env.LLM_MODEL) {
+        ctx.addIssue({ code: "custom", path: ["LLM_MODEL"], message: "required with LLM_BASE_URL (the model name the server expects)" });
       }
       if (!dev && !env.DATABASE_URL) {
         ctx.addIssue({
