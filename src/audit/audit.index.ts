@@ -7,6 +7,7 @@ import type { AuditService } from "./audit.service.ts";
 
 export function auditRouter({ audit, requireAuth }: { audit: AuditService; requireAuth: MiddlewareHandler<AppEnv> }) {
   const router = createRouter();
-  router.use("/api/admin/*", requireAuth, requirePermission("audit.read"));
+  // This route only: other /api/admin routes have their own permissions (the flags are for moderators too).
+  router.use("/api/admin/audit", requireAuth, requirePermission("audit.read"));
   return router.openapi(routes.list, async (c) => c.json(await audit.list(c.req.valid("query")), 200));
 }

@@ -14,6 +14,12 @@ export const auditActions = [
   "unban",
   "message_edit",
   "message_delete",
+  /** A model moderation decision (api.md §10): meta { mode, outcome: allowed|refused|failed, reason, latencyMs, model, channelId, failure? }. */
+  "moderation_decision",
+  /** MODERATION=block refused a message or an edit (word list or model): target the channel (never stored) or the edited message. */
+  "message_rejected",
+  /** MODERATION=flag flagged a delivered message: meta { source, reason, flagId }. */
+  "message_flagged",
 ] as const;
 
 export type AuditAction = (typeof auditActions)[number];
@@ -22,7 +28,7 @@ export interface AuditRecord {
   /** The acting user; null for the system, the CLI or an anonymous caller. */
   actorId: number | null;
   action: AuditAction;
-  targetType?: "user" | "session" | "message";
+  targetType?: "user" | "session" | "message" | "channel";
   targetId?: string | number;
   ip?: string;
   meta?: Prisma.InputJsonObject;

@@ -13,6 +13,8 @@ const minimumRole = {
   "channels.invite": "moderator",
   /** Deleting any message, wherever it is (authors always delete their own); audited. */
   "messages.deleteAny": "moderator",
+  /** Reading what moderation flagged (GET /api/admin/flags, api.md §10). */
+  "moderation.flags": "moderator",
 } as const satisfies Record<string, Role>;
 
 export type Permission = keyof typeof minimumRole;

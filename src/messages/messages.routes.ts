@@ -38,6 +38,7 @@ export const send = createRoute({
     ...protectedResponses,
     403: errorResponse("FORBIDDEN: userId is not the token's user"),
     413: errorResponse("PAYLOAD_TOO_LARGE"),
+    422: errorResponse("MESSAGE_REJECTED: refused by moderation (MODERATION=block); the message says why"),
   },
 });
 
@@ -55,7 +56,11 @@ export const edit = createRoute({
   summary: "Edit a message (its author only); members get `message:updated`",
   security: [{ bearerAuth: [] }],
   request: { params: messageIdParamsSchema, body: jsonBody(messageEditSchema) },
-  responses: { 200: jsonContent(messageSchema, "The edited message, with `editedAt`"), ...refusals },
+  responses: {
+    200: jsonContent(messageSchema, "The edited message, with `editedAt`"),
+    ...refusals,
+    422: errorResponse("MESSAGE_REJECTED: the new text was refused by moderation (MODERATION=block)"),
+  },
 });
 
 export const remove = createRoute({

@@ -12,7 +12,8 @@ import { GENERAL_CHANNEL_ID } from "../channels/general.ts";
 import type { ChatMessage, HistoryEntry, HistoryQuery, MessageDeleted, MessageInput, MessageUpdated } from "./messages.schemas.ts";
 import { toChatMessage, toHistoryEntry, withAuthor } from "./message-rows.ts";
 import type { RecentMessages } from "./recent-messages.ts";
-import { createMessageWriter, type BatchOutcome } from "./message-writer.ts";
+import { createMessageWriter, type BatchOutcome, type NewMessage } from "./message-writer.ts";
+import type { ModerationService, Verdict } from "../moderation/moderation.service.ts";
 
 /** Delivers committed changes to the sockets of the channel's members (the realtime layer). */
 export interface MessageEvents {
@@ -45,8 +46,11 @@ export function createMessagesService(deps: {
   gate?: PublishGate;
   /** Each channel's newest messages in memory (one instance only), kept by `publish`'s events. */
   recent?: RecentMessages;
+  /** api.md §10: checks messages and edits before storing (block) or after delivery (flag); none or MODERATION=off: nothing runs. */
+  moderation?: ModerationService;
 }) {
   const { db, channels, audit, publish, limiter, onPersisted, onBatch, gate = createPublishGate(), recent } = deps;
+  const moderation = deps.moderation?.active ? deps.moderation : undefined;
   const writer = createMessageWriter({ db, pool: poolOf(db), withPreviousIds: gate.active, onPersisted, onBatch });
   // Writes not yet acknowledged; graceful shutdown waits for them.
   const inFlight = new Set<Promise<unknown>>();
@@ -68,6 +72,81 @@ export function createMessagesService(deps: {
     });
     return result;
   }
+  // Moderation (block mode, with a model): per channel, the last accepted message in line to be
+  // handed to the writer. A message takes its place at acceptance and its model check starts at
+  // once, so checks of different messages run concurrently; it is handed over (writer.write) only
+  // once every earlier message of the channel was handed over or refused, so ids, commits and
+  // publications follow acceptance order. Handing over does not wait for a commit: messages whose
+  // checks end together still share a group-commit batch.
+  const handoffs = new Map<number, Promise<void>>();
+
+  function inAcceptanceOrder<T extends object>(channelId: number, handOver: () => Promise<T>): Promise<T> {
+    const result = (handoffs.get(channelId) ?? Promise.resolve()).then(handOver);
+    const tail = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    handoffs.set(channelId, tail);
+    void tail.then(() => {
+      if (handoffs.get(channelId) === tail) handoffs.delete(channelId);
+    });
+    return result;
+  }
+
+  /**
+   * Hands `row` to the writer now and takes its place in the channel's publication line; resolves
+   * with the stored message once it is committed and published. `onCreated` runs once a new
+   * message is published (not for a resent clientId).
+   */
+  function store(row: NewMessage, onCreated?: (message: ChatMessage) => void): Promise<HistoryEntry> {
+    const written = writer.write(row);
+    // Awaited only when its turn comes; a failure meanwhile is not "unhandled".
+    written.catch(() => undefined);
+    return inChannelOrder(row.channelId, async () => {
+      const result = await written;
+      if (result.created) {
+        if (result.previousId !== undefined) await gate.before(row.channelId, result.previousId);
+        publish.created(result.message);
+        if (result.lastOfBatch) await gate.published(row.channelId, result.message.id);
+        onCreated?.(result.message);
+      }
+      return result.message;
+    });
+  }
+
+  /** MODERATION=block or flag: `store` with the checks of api.md §10 around it. */
+  async function moderatedStore(mod: ModerationService, row: NewMessage): Promise<HistoryEntry> {
+    const { channelId, userId } = row;
+    if (row.clientId !== null) {
+      // A resend of a stored message gets it back, as without moderation, and is not checked again:
+      // a model may answer differently the second time.
+      const stored = await db.message.findUnique({ where: { userId_clientId: { userId, clientId: row.clientId } }, include: withAuthor });
+      if (stored) return toHistoryEntry(stored);
+    }
+    if (mod.mode === "flag") {
+      // Delivered as usual; the word list's hit, or the model's verdict (asked at once, awaited
+      // after delivery), becomes a flag in the background.
+      const verdict = mod.check(row.content);
+      return store(row, (message) => mod.review(userId, verdict, { channelId, messageId: message.id }));
+    }
+    const verdict = mod.check(row.content);
+    if (!(verdict instanceof Promise)) {
+      // The word list decided (or there is no model): nothing to wait for, no place in line needed.
+      if (!verdict.allowed) throw await mod.refuse(userId, verdict, { channelId });
+      return store(row);
+    }
+    const handed = await inAcceptanceOrder(channelId, async (): Promise<{ refused: Verdict } | { stored: Promise<HistoryEntry>; verdict: Verdict }> => {
+      const settled = await verdict;
+      // A refused message releases its place at once.
+      if (!settled.allowed) return { refused: settled };
+      const stored = store(row, (message) => mod.allowed(userId, settled, { channelId, messageId: message.id }));
+      stored.catch(() => undefined);
+      return { stored, verdict: settled };
+    });
+    if ("refused" in handed) throw await mod.refuse(userId, handed.refused, { channelId });
+    return handed.stored;
+  }
+
   let closed = false;
 
   /** Runs a write, refused once shutdown starts and waited for by `close()` once accepted. */
@@ -112,18 +191,8 @@ export function createMessagesService(deps: {
         await consumeOrThrow(limiter, String(author.id), "Too many messages; slow down");
         const channelId = input.channelId ?? GENERAL_CHANNEL_ID;
         if (!knownMember) await channels.assertMember(author.id, channelId);
-        const written = writer.write({ channelId, userId: author.id, username: author.username, content: input.content, clientId: input.clientId ?? null });
-        // Awaited only when its turn comes; a failure meanwhile is not "unhandled".
-        written.catch(() => undefined);
-        return inChannelOrder(channelId, async () => {
-          const result = await written;
-          if (result.created) {
-            if (result.previousId !== undefined) await gate.before(channelId, result.previousId);
-            publish.created(result.message);
-            if (result.lastOfBatch) await gate.published(channelId, result.message.id);
-          }
-          return result.message;
-        });
+        const row = { channelId, userId: author.id, username: author.username, content: input.content, clientId: input.clientId ?? null };
+        return moderation ? moderatedStore(moderation, row) : store(row);
       });
     },
 
@@ -139,6 +208,15 @@ export function createMessagesService(deps: {
         if (row.deletedAt) throw new AppError("NOT_FOUND", "No such message");
         if (row.userId !== author.id) throw new AppError("FORBIDDEN", "Only the author can edit a message");
         if (row.content === content) return toChatMessage(row);
+        // An edit cannot bring in what a send could not: the same check (api.md §10). Block: before
+        // the update; flag: the edited message is flagged after it is delivered.
+        const target = { channelId: row.channelId, messageId, edit: true };
+        const verdict = moderation?.check(content);
+        let allowed: Verdict | undefined;
+        if (moderation?.mode === "block" && verdict) {
+          allowed = await verdict;
+          if (!allowed.allowed) throw await moderation.refuse(author.id, allowed, target);
+        }
         return inChannelOrder(row.channelId, async () => {
           // `deletedAt: null` in the same statement: a delete that won the race is not undone.
           const updated = await db.message
@@ -149,6 +227,10 @@ export function createMessagesService(deps: {
             });
           const message = toChatMessage(updated);
           publish.updated({ id: message.id, channelId: message.channelId, content: message.content, editedAt: message.editedAt! });
+          if (moderation && verdict) {
+            if (allowed) moderation.allowed(author.id, allowed, target);
+            else moderation.review(author.id, verdict, target);
+          }
           return message;
         });
       });
@@ -213,6 +295,7 @@ export function createMessagesService(deps: {
     async close(): Promise<void> {
       closed = true;
       await Promise.allSettled([...inFlight]);
+      await deps.moderation?.drain();
     },
   };
 }
