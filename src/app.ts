@@ -29,6 +29,9 @@ import { requireAuth as requireAuthMiddleware } from "./middleware/require-auth.
 import { limitPerIp, resolveClientIp } from "./middleware/client-ip.ts";
 import { auditRouter } from "./audit/audit.index.ts";
 import { createAuditService } from "./audit/audit.service.ts";
+import { moderationRouter } from "./moderation/moderation.index.ts";
+import { createModerationService } from "./moderation/moderation.service.ts";
+import { createLlmClient } from "./llm/llm-client.ts";
 import { allOf, limiterFactory } from "./lib/rate-limit.ts";
 import { forStreamsAdapter, watchRedis, type RedisClient } from "./lib/redis.ts";
 import { createAdapter } from "@socket.io/redis-streams-adapter";
@@ -51,6 +54,8 @@ import {
 import { channelsRouter } from "./channels/channels.index.ts";
 import { createChannelsService } from "./channels/channels.service.ts";
 import { usersRouter } from "./users/users.index.ts";
+import { summariesRouter } from "./summaries/summaries.index.ts";
+import { createSummariesService, invalidatingSummaries } from "./summaries/summaries.service.ts";
 import { mountApiDocs } from "./docs/openapi.ts";
 import { createUsersService } from "./users/users.service.ts";
 
@@ -81,6 +86,12 @@ export function createApp(deps: AppDeps) {
 
   const channels = createChannelsService({ db, membership: socketMembership(io, { clustered: redis !== undefined }) });
   const audit = createAuditService({ db });
+  // api.md §10: undefined without LLM_BASE_URL (the LLM features then answer LLM_DISABLED).
+  const llm = createLlmClient(config);
+  const summaries = createSummariesService({ db, channels, llm, contextTokens: config.LLM_CONTEXT_TOKENS, logger });
+  // api.md §10: the word list, then the model when LLM_BASE_URL is set; MODERATION=off runs nothing.
+  // The same client as summaries: one LLM_MAX_CONCURRENCY bound per instance.
+  const moderation = createModerationService({ config, llm: config.MODERATION === "off" ? undefined : llm, db, audit, logger });
   const presence = createPresence(redis);
   const metrics = createMetrics({ connectedSockets: () => io.of("/").sockets.size, redisUp: redisHealth && (() => redisHealth.available) });
   const sessions = createSessionsService({ db, config, revocations, audit });
@@ -101,8 +112,10 @@ export function createApp(deps: AppDeps) {
       db,
       channels,
       audit,
-      publish: recent ? keepingRecent(recent, messageEvents(io)) : messageEvents(io, deliveries),
+      // Edits and deletions also drop the cached summaries whose range they fall in (api.md §10).
+      publish: invalidatingSummaries(summaries, recent ? keepingRecent(recent, messageEvents(io)) : messageEvents(io, deliveries), logger),
       recent,
+      moderation,
       onPersisted: metrics.persisted,
       onBatch: metrics.messageBatch,
       gate: createPublishGate(
@@ -163,6 +176,9 @@ export function createApp(deps: AppDeps) {
     .route("/", presenceRouter({ presence, requireAuth }))
     .route("/", metricsRouter({ metrics, token: config.METRICS_TOKEN }))
     .route("/", auditRouter({ audit, requireAuth }))
+    // Before the channels router, whose `/api/channels/*` auth would otherwise run a second time.
+    .route("/", summariesRouter({ summaries, requireAuth }))
+    .route("/", moderationRouter({ moderation, requireAuth }))
     .route(
       "/",
       channelsRouter({
