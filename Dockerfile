@@ -22,6 +22,8 @@ COPY package.json bunfig.toml tsconfig.json prisma.config.ts ./
 COPY prisma ./prisma
 COPY scripts ./scripts
 COPY src ./src
+# The chat page at / (bundled by Bun on its first request).
+COPY web ./web
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=deps /app/src/generated ./src/generated
 USER bun

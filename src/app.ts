@@ -58,6 +58,7 @@ import { summariesRouter } from "./summaries/summaries.index.ts";
 import { createSummariesService, invalidatingSummaries } from "./summaries/summaries.service.ts";
 import { mountApiDocs } from "./docs/openapi.ts";
 import { createUsersService } from "./users/users.service.ts";
+import { webPage } from "./web/web.index.ts";
 
 export interface AppDeps {
   config: Config & { JWT_SECRET: string };
@@ -164,6 +165,8 @@ export function createApp(deps: AppDeps) {
     }),
   );
   app.use(requireJsonBody);
+  // The chat page at / (web/): a client of the API below, served from this origin.
+  app.use(webPage());
   app.onError(errorHandler(logger));
   app.notFound(notFoundHandler);
 

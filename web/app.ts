@@ -1,0 +1,446 @@
+// The chat page: a client of the public API only (REST for state, Socket.IO for what happens live).
+import { io, type Socket } from "socket.io-client";
+import type { Channel, ChatMessage, ClientToServerEvents, HistoryEntry, SearchHit, ServerToClientEvents } from "../src/client.ts";
+import { api, ApiError, accessToken, currentUser, refresh, resume, signIn, signOut, whenSignedOut } from "./api.ts";
+import { $, el, highlightNodes, messageItem } from "./dom.ts";
+
+type ChatSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
+
+const pageSize = 50;
+const catchUpLimit = 200;
+const ackTimeoutMs = 5_000;
+const typingShownMs = 3_000;
+const typingEveryMs = 2_000; // the server relays at most one per RATE_LIMIT_TYPING window anyway
+
+const authForm = $<HTMLFormElement>("#auth");
+const list = $<HTMLUListElement>("#messages");
+const composer = $<HTMLFormElement>("#composer");
+const input = composer.querySelector("textarea")!;
+
+let socket: ChatSocket | undefined;
+let channels: Channel[] = [];
+let openId: number | undefined;
+/** The open channel's messages (and tombstones) by id. */
+const shown = new Map<number, HistoryEntry>();
+let reachedStart = false;
+let loadingOlder = false;
+const names = new Map<number, string>();
+const online = new Set<number>();
+const typers = new Map<number, number>(); // userId → shown until (ms)
+const markedRead = new Map<number, number>();
+let lastTypingAt = 0;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const describe = (error: unknown) => (error instanceof ApiError ? error.message : "The server cannot be reached; try again");
+const me = () => currentUser()?.id;
+const report = (error: unknown) => console.warn(error);
+
+// ---- signing in and out --------------------------------------------------------------------
+
+authForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const action = (event.submitter as HTMLElement | null)?.dataset.action === "register" ? "register" : "login";
+  const form = new FormData(authForm);
+  $("#auth-error").textContent = "";
+  try {
+    await signIn(action, String(form.get("username") ?? ""), String(form.get("password") ?? ""));
+    authForm.reset();
+    start();
+  } catch (error) {
+    $("#auth-error").textContent = describe(error);
+  }
+});
+
+$("[data-action=logout]").addEventListener("click", () => void signOut().then(() => stop("")));
+whenSignedOut(stop);
+
+function start(): void {
+  $("#me").textContent = currentUser()!.username;
+  authForm.hidden = true;
+  $("#app").hidden = false;
+  resume();
+  void loadNames().catch(report);
+  connect();
+}
+
+function stop(reason: string): void {
+  socket?.disconnect();
+  socket = undefined;
+  openId = undefined;
+  shown.clear();
+  online.clear();
+  typers.clear();
+  list.replaceChildren();
+  for (const id of ["#channels", "#presence", "#search-results", "#pending"]) $(id).replaceChildren();
+  $("#app").hidden = true;
+  authForm.hidden = false;
+  $("#auth-error").textContent = reason;
+  setStatus("connecting");
+}
+
+// ---- the socket ----------------------------------------------------------------------------
+
+function setStatus(state: "connecting" | "online" | "offline"): void {
+  $("#status").dataset.state = state;
+  $("#status").textContent = state;
+}
+
+function connect(): void {
+  // A function, so every (re)connection presents the current access token.
+  const s: ChatSocket = io({ auth: (cb) => cb({ token: accessToken() }) });
+  socket = s;
+  let retryMs = 1_000;
+  /** After a handshake socket.io-client will not retry by itself (refused, or we were disconnected). */
+  const retry = (needsRefresh: boolean) => {
+    const wait = retryMs * (0.5 + Math.random());
+    retryMs = Math.min(retryMs * 2, 30_000);
+    const again = () => socket === s && s.connect();
+    if (!needsRefresh) return void setTimeout(again, wait);
+    // A refused refresh signs out (stop); a failed one (offline) is retried later.
+    refresh().then(again, (error) => error instanceof ApiError && error.status < 500 ? undefined : setTimeout(() => retry(true), wait));
+  };
+
+  s.on("connect", () => {
+    retryMs = 1_000;
+    setStatus("online");
+    void loadPresence();
+    // First load and catch-up after a reconnect alike (README "After a reconnect").
+    void resync().catch(report);
+  });
+  s.on("disconnect", (reason) => {
+    setStatus("offline");
+    // The server ended this socket (a revoked session, a ban): refresh decides whether to come back.
+    if (reason === "io server disconnect") retry(true);
+  });
+  s.on("connect_error", (error) => {
+    setStatus("offline");
+    if (s.active) return; // a network failure: socket.io-client keeps reconnecting by itself
+    // "Unauthorized": the token expired or was revoked. "Unavailable": the token is fine, the database is not.
+    retry(error.message === "Unauthorized");
+  });
+
+  s.on("message", (m) => {
+    names.set(m.userId, m.username);
+    if (m.channelId === openId) {
+      render(m);
+      markRead();
+    } else if (m.userId !== me()) {
+      const channel = channels.find((c) => c.id === m.channelId);
+      if (channel) channel.unread++;
+      channel ? renderChannels() : void loadChannels().catch(report); // a channel we were just added to
+    }
+  });
+  s.on("message:updated", (u) => {
+    const old = shown.get(u.id);
+    if (u.channelId === openId && old && !("deleted" in old)) render({ ...old, content: u.content, editedAt: u.editedAt });
+  });
+  s.on("message:deleted", (d) => (d.channelId === openId ? render({ id: d.id, deleted: true }, true) : void loadChannels().catch(report)));
+  s.on("channel:read", () => void loadChannels().catch(report)); // another tab read something
+  s.on("typing", ({ channelId, userId }) => {
+    if (channelId !== openId) return;
+    typers.set(userId, Date.now() + typingShownMs);
+    renderTyping();
+  });
+  s.on("presence", ({ userId, status }) => {
+    status === "online" ? online.add(userId) : online.delete(userId);
+    renderPresence();
+  });
+}
+
+// ---- channels and history ------------------------------------------------------------------
+
+async function loadChannels(): Promise<void> {
+  channels = await api<Channel[]>("/api/channels");
+  renderChannels();
+}
+
+function renderChannels(): void {
+  const items = channels.map((c) => {
+    const li = el("li");
+    li.dataset.channelId = String(c.id);
+    if (c.id === openId) li.setAttribute("aria-current", "true");
+    const badge = el("span", "unread", c.unread > 0 ? String(c.unread) : "");
+    badge.hidden = c.unread === 0;
+    li.append(el("button", "name", `${c.kind === "direct" ? "@" : "#"}${c.name}`), badge);
+    return li;
+  });
+  $("#channels").replaceChildren(...items);
+}
+
+$("#channels").addEventListener("click", (event) => {
+  const li = (event.target as Element).closest<HTMLElement>("li[data-channel-id]");
+  if (li) void openChannel(Number(li.dataset.channelId)).catch(report);
+});
+
+/** Connect (first time or again): the channel list, then the open channel caught up. */
+async function resync(): Promise<void> {
+  await loadChannels();
+  if (openId !== undefined && channels.some((c) => c.id === openId)) return catchUp(openId);
+  const first = channels.find((c) => c.id === 1) ?? channels[0];
+  if (first) await openChannel(first.id);
+}
+
+async function openChannel(id: number): Promise<void> {
+  openId = id;
+  shown.clear();
+  list.replaceChildren();
+  typers.clear();
+  renderTyping();
+  reachedStart = false;
+  renderChannels();
+  $("#title").textContent = channels.find((c) => c.id === id)?.name ?? "";
+  await loadLatest(id);
+  list.scrollTop = list.scrollHeight;
+  markRead();
+}
+
+const history = (id: number, query: string) => api<HistoryEntry[]>(`/api/channels/${id}/messages?${query}`);
+
+/** The newest page, merged by id: also how edits and deletions missed while offline arrive. */
+async function loadLatest(id: number): Promise<void> {
+  const page = await history(id, `limit=${pageSize}`);
+  if (openId !== id) return;
+  if (shown.size === 0 && page.length < pageSize) reachedStart = true;
+  for (const entry of page.reverse()) render(entry);
+}
+
+/** README "After a reconnect": `?after=` the last id until a short page, then the newest page again. */
+async function catchUp(id: number): Promise<void> {
+  let last = Math.max(0, ...shown.keys());
+  while (last > 0) {
+    const page = await history(id, `after=${last}&limit=${catchUpLimit}`);
+    if (openId !== id) return;
+    for (const entry of page) render(entry);
+    if (page.length < catchUpLimit) break;
+    last = page.at(-1)!.id;
+  }
+  await loadLatest(id);
+  markRead();
+}
+
+/** Scroll-back: `?before=` the oldest id shown when the list is scrolled to its top. */
+list.addEventListener("scroll", async () => {
+  if (list.scrollTop > 80 || reachedStart || loadingOlder || openId === undefined || shown.size === 0) return;
+  const id = openId;
+  loadingOlder = true;
+  try {
+    const page = await history(id, `before=${Math.min(...shown.keys())}&limit=${pageSize}`);
+    if (openId !== id) return;
+    reachedStart = page.length < pageSize;
+    const fromBottom = list.scrollHeight - list.scrollTop;
+    for (const entry of page) render(entry);
+    list.scrollTop = list.scrollHeight - fromBottom; // keep what the reader was looking at in place
+  } catch (error) {
+    report(error);
+  } finally {
+    loadingOlder = false;
+  }
+});
+
+/** Adds or replaces one message in id order; a message being edited keeps its editor unless `force`. */
+function render(entry: HistoryEntry, force = false): void {
+  shown.set(entry.id, entry);
+  const existing = list.querySelector<HTMLElement>(`li[data-message-id="${entry.id}"]`);
+  if (existing?.querySelector("[name=edit]") && !force) return;
+  const li = messageItem(entry, me());
+  if (existing) return existing.replaceWith(li);
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  let before = list.lastElementChild as HTMLElement | null;
+  while (before && Number(before.dataset.messageId) > entry.id) before = before.previousElementSibling as HTMLElement | null;
+  before ? before.after(li) : list.prepend(li);
+  if (atBottom && li === list.lastElementChild) list.scrollTop = list.scrollHeight;
+}
+
+/** Moves the read marker to the newest message shown, while the page is visible. */
+function markRead(): void {
+  const id = openId;
+  if (id === undefined || document.visibilityState !== "visible" || shown.size === 0) return;
+  const newest = Math.max(...shown.keys());
+  if ((markedRead.get(id) ?? 0) >= newest) return;
+  markedRead.set(id, newest);
+  const channel = channels.find((c) => c.id === id);
+  if (channel) channel.unread = 0;
+  renderChannels();
+  api(`/api/channels/${id}/read`, { method: "POST", body: JSON.stringify({ messageId: newest }) }).catch(report);
+}
+document.addEventListener("visibilitychange", markRead);
+
+// ---- sending, editing, deleting ------------------------------------------------------------
+
+input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    composer.requestSubmit();
+  }
+});
+input.addEventListener("input", () => {
+  if (openId === undefined || Date.now() - lastTypingAt < typingEveryMs) return;
+  lastTypingAt = Date.now();
+  socket?.emit("typing", { channelId: openId });
+});
+composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const content = input.value.trim();
+  if (!content || openId === undefined) return;
+  input.value = "";
+  void send(openId, content);
+});
+
+/** Sends with an ack; on no answer, resends with the same clientId, so it is stored at most once. */
+async function send(channelId: number, content: string): Promise<void> {
+  const clientId = crypto.randomUUID();
+  const pending = el("li", "pending", content);
+  $("#pending").append(pending);
+  for (let attempt = 0; attempt < 30 && socket; attempt++) {
+    let ack;
+    try {
+      ack = await socket.timeout(ackTimeoutMs).emitWithAck("message", { channelId, content, clientId });
+    } catch {
+      await sleep(1_000); // timed out (offline or slow): not confirmed, resend
+      continue;
+    }
+    if (ack.ok) {
+      if ("channelId" in ack.message && ack.message.channelId === openId) render(ack.message);
+      return pending.remove();
+    }
+    if (ack.error.code !== "UNAVAILABLE" && ack.error.code !== "RATE_LIMITED") return failed(pending, ack.error.message);
+    await sleep((ack.error.retryAfter ?? 1) * 1_000);
+  }
+  failed(pending, "no answer from the server");
+}
+
+function failed(pending: HTMLElement, why: string): void {
+  pending.classList.add("failed");
+  pending.prepend(el("strong", "", `Not sent (${why}): `));
+  setTimeout(() => pending.remove(), 10_000);
+}
+
+list.addEventListener("click", async (event) => {
+  const button = (event.target as Element).closest<HTMLElement>("button[data-action]");
+  const li = button?.closest<HTMLElement>("li[data-message-id]");
+  if (!button || !li) return;
+  const id = Number(li.dataset.messageId);
+  const entry = shown.get(id);
+  if (!entry || "deleted" in entry) return;
+  const action = button.dataset.action;
+  try {
+    if (action === "edit") startEdit(li, entry);
+    if (action === "save") await saveEdit(li, entry);
+    if (action === "cancel") render(entry, true);
+    if (action === "delete") {
+      await api(`/api/messages/${id}`, { method: "DELETE" });
+      render({ id, deleted: true }, true);
+    }
+  } catch (error) {
+    alertIn(li, describe(error));
+  }
+});
+
+function startEdit(li: HTMLElement, entry: ChatMessage): void {
+  const box = el("textarea");
+  box.name = "edit";
+  box.value = entry.content;
+  const actions = el("span", "actions");
+  for (const action of ["save", "cancel"]) {
+    const button = el("button", "link", action);
+    button.type = "button";
+    button.dataset.action = action;
+    actions.append(button);
+  }
+  li.querySelector(".content")!.replaceWith(box);
+  li.querySelector(".actions")!.replaceWith(actions);
+  box.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      void saveEdit(li, entry).catch((error) => alertIn(li, describe(error)));
+    } else if (event.key === "Escape") render(entry, true);
+  });
+  box.focus();
+}
+
+async function saveEdit(li: HTMLElement, entry: ChatMessage): Promise<void> {
+  const content = li.querySelector<HTMLTextAreaElement>("[name=edit]")!.value.trim();
+  if (!content) return;
+  render(await api<ChatMessage>(`/api/messages/${entry.id}`, { method: "PATCH", body: JSON.stringify({ content }) }), true);
+}
+
+function alertIn(li: HTMLElement, text: string): void {
+  li.querySelector(".error")?.remove();
+  li.append(el("span", "error", text));
+}
+
+// ---- presence, typing, search --------------------------------------------------------------
+
+let loadingNames: Promise<void> | undefined;
+const askedFor = new Set<number>();
+/** Usernames for presence and typing: the first 1000 users, fetched again when someone new shows up. */
+function loadNames(): Promise<void> {
+  loadingNames ??= api<{ id: number; username: string }[]>("/api/users?limit=1000")
+    .then((users) => {
+      for (const user of users) names.set(user.id, user.username);
+      renderPresence();
+    })
+    .finally(() => (loadingNames = undefined));
+  return loadingNames;
+}
+
+/** A user's name, or "user <id>" while it is fetched (once per id, so an unknown id cannot loop). */
+function nameOf(id: number): string {
+  const name = names.get(id);
+  if (name) return name;
+  if (!askedFor.has(id)) {
+    askedFor.add(id);
+    void loadNames().catch(report);
+  }
+  return `user ${id}`;
+}
+
+async function loadPresence(): Promise<void> {
+  const ids = await api<number[]>("/api/presence").catch(() => [] as number[]);
+  online.clear();
+  for (const id of ids) online.add(id);
+  renderPresence();
+}
+
+function renderPresence(): void {
+  const items = [...online].sort((a, b) => a - b).map((id) => {
+    const li = el("li", "", nameOf(id));
+    li.dataset.userId = String(id);
+    return li;
+  });
+  $("#presence").replaceChildren(...items);
+}
+
+function renderTyping(): void {
+  const now = Date.now();
+  for (const [id, until] of typers) if (until < now || id === me()) typers.delete(id);
+  const who = [...typers.keys()].map(nameOf);
+  $("#typing").textContent = who.length === 0 ? "" : `${who.join(", ")} ${who.length === 1 ? "is" : "are"} typing…`;
+}
+setInterval(renderTyping, 1_000);
+
+$("#search").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const q = new FormData(event.target as HTMLFormElement).get("q")?.toString().trim();
+  const results = $("#search-results");
+  if (!q) return results.replaceChildren();
+  try {
+    const hits = await api<SearchHit[]>(`/api/messages/search?q=${encodeURIComponent(q)}&limit=20`);
+    results.replaceChildren(...(hits.length ? hits.map(hitItem) : [el("li", "empty", "No messages found")]));
+  } catch (error) {
+    results.replaceChildren(el("li", "error", describe(error)));
+  }
+});
+
+function hitItem({ message, highlight }: SearchHit): HTMLLIElement {
+  const li = el("li");
+  li.dataset.messageId = String(message.id);
+  const where = channels.find((c) => c.id === message.channelId)?.name ?? "";
+  const text = el("div", "content");
+  text.append(...highlightNodes(highlight));
+  li.append(el("span", "author", message.username), el("span", "where", where ? `#${where}` : ""), text);
+  li.addEventListener("click", () => void openChannel(message.channelId).catch(report));
+  return li;
+}
+
+if (currentUser()) start();
