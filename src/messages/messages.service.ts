@@ -58,40 +58,14 @@ export function createMessagesService(deps: {
   // line when it is handed to the writer, before its batch even starts, so an edit or delete
   // of a message (which can only be found once it is committed) always queues behind that
   // message's publication, and messages are published in the order the writer commits them.
-  const tails = new Map<number, Promise<void>>();
-
-  function inChannelOrder<T>(channelId: number, task: () => Promise<T>): Promise<T> {
-    const result = (tails.get(channelId) ?? Promise.resolve()).then(task);
-    const tail = result.then(
-      () => undefined,
-      () => undefined,
-    );
-    tails.set(channelId, tail);
-    void tail.then(() => {
-      if (tails.get(channelId) === tail) tails.delete(channelId);
-    });
-    return result;
-  }
+  const inChannelOrder = keyedQueue();
   // Moderation (block mode, with a model): per channel, the last accepted message in line to be
   // handed to the writer. A message takes its place at acceptance and its model check starts at
   // once, so checks of different messages run concurrently; it is handed over (writer.write) only
   // once every earlier message of the channel was handed over or refused, so ids, commits and
   // publications follow acceptance order. Handing over does not wait for a commit: messages whose
   // checks end together still share a group-commit batch.
-  const handoffs = new Map<number, Promise<void>>();
-
-  function inAcceptanceOrder<T extends object>(channelId: number, handOver: () => Promise<T>): Promise<T> {
-    const result = (handoffs.get(channelId) ?? Promise.resolve()).then(handOver);
-    const tail = result.then(
-      () => undefined,
-      () => undefined,
-    );
-    handoffs.set(channelId, tail);
-    void tail.then(() => {
-      if (handoffs.get(channelId) === tail) handoffs.delete(channelId);
-    });
-    return result;
-  }
+  const inAcceptanceOrder = keyedQueue();
 
   /**
    * Hands `row` to the writer now and takes its place in the channel's publication line; resolves
@@ -297,5 +271,25 @@ export function createMessagesService(deps: {
       await Promise.allSettled([...inFlight]);
       await deps.moderation?.drain();
     },
+  };
+}
+
+/**
+ * Runs tasks one after another per key (a channel id): each starts once the key's previous task
+ * has settled, whether it succeeded or failed. Keys with nothing in line take no memory.
+ */
+function keyedQueue() {
+  const tails = new Map<number, Promise<void>>();
+  return function inOrder<T>(key: number, task: () => Promise<T>): Promise<T> {
+    const result = (tails.get(key) ?? Promise.resolve()).then(task);
+    const tail = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    tails.set(key, tail);
+    void tail.then(() => {
+      if (tails.get(key) === tail) tails.delete(key);
+    });
+    return result;
   };
 }
