@@ -24,6 +24,7 @@ import { refuseWhileDraining } from "./middleware/draining.ts";
 import { requireJsonBody } from "./middleware/json-body.ts";
 import { observeRequests } from "./middleware/observe-requests.ts";
 import { createMetrics } from "./metrics/metrics.ts";
+import { guardSlowClients } from "./realtime/slow-clients.ts";
 import { countRestMessages, metricsRouter } from "./metrics/metrics.index.ts";
 import { requireAuth as requireAuthMiddleware } from "./middleware/require-auth.ts";
 import { limitPerIp, resolveClientIp } from "./middleware/client-ip.ts";
@@ -94,7 +95,19 @@ export function createApp(deps: AppDeps) {
   // The same client as summaries: one LLM_MAX_CONCURRENCY bound per instance.
   const moderation = createModerationService({ config, llm: config.MODERATION === "off" ? undefined : llm, db, audit, logger });
   const presence = createPresence(redis);
-  const metrics = createMetrics({ connectedSockets: () => io.of("/").sockets.size, redisUp: redisHealth && (() => redisHealth.available) });
+  // A client that stops reading is dropped once SOCKET_MAX_BUFFERED_BYTES wait for it (slow-clients.ts).
+  const slowClients = guardSlowClients(io, {
+    maxBufferedBytes: config.SOCKET_MAX_BUFFERED_BYTES,
+    onDrop(drop) {
+      logger.warn(drop, "slow client disconnected: it stopped reading");
+      metrics.slowClientDropped(drop.transport);
+    },
+  });
+  const metrics = createMetrics({
+    connectedSockets: () => io.of("/").sockets.size,
+    heldForClients: slowClients.heldBytes,
+    redisUp: redisHealth && (() => redisHealth.available),
+  });
   const sessions = createSessionsService({ db, config, revocations, audit });
   // Another instance's writes never pass through this one, so with Redis history is read from the database.
   const recent = redis ? undefined : createRecentMessages();
@@ -195,7 +208,7 @@ export function createApp(deps: AppDeps) {
 
   mountApiDocs(app);
 
-  return { app, api, io, services, lifecycle, logger, metrics };
+  return { app, api, io, services, lifecycle, logger, metrics, slowClients };
 }
 
 /** The REST API's type, for a typed `hono/client` (`hc<AppType>(url)`): see src/client.ts. */

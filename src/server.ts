@@ -3,7 +3,6 @@ import { corsOrigin, type App } from "./app.ts";
 import type { Config } from "./config.ts";
 import { drainingHeaders, shuttingDown } from "./middleware/draining.ts";
 import { enableNativeFanout } from "./realtime/native-fanout.ts";
-import { guardSlowClients } from "./realtime/slow-clients.ts";
 import { engineBadRequest, isBadUpgrade, oversizedPoll } from "./realtime/socket-requests.ts";
 
 export interface RunningServer {
@@ -44,7 +43,7 @@ export function httpIdleTimeoutSeconds(config: Pick<Config, "SOCKET_PING_INTERVA
 
 /** Serves REST and Socket.IO on one port with one `Bun.serve`. */
 export function serve(
-  { app, io, services, lifecycle, logger, metrics }: App,
+  { app, io, services, lifecycle, slowClients }: App,
   config: Pick<
     Config,
     | "PORT"
@@ -54,7 +53,6 @@ export function serve(
     | "SHUTDOWN_TIMEOUT_MS"
     | "SOCKET_PING_INTERVAL_MS"
     | "SOCKET_PING_TIMEOUT_MS"
-    | "SOCKET_MAX_BUFFERED_BYTES"
   >,
 ): RunningServer {
   const engine = new Engine({
@@ -66,15 +64,6 @@ export function serve(
     cors: config.CORS_ORIGINS.length > 0 ? { origin: corsOrigin(config.CORS_ORIGINS) } : undefined,
   });
   io.bind(engine);
-
-  // A client that stops reading is dropped once SOCKET_MAX_BUFFERED_BYTES wait for it (slow-clients.ts).
-  const slowClients = guardSlowClients(io, {
-    maxBufferedBytes: config.SOCKET_MAX_BUFFERED_BYTES,
-    onDrop(drop) {
-      logger.warn(drop, "slow client disconnected: it stopped reading");
-      metrics.slowClientDropped(drop.transport);
-    },
-  });
 
   const { websocket } = engine.handler();
   const server = Bun.serve({

@@ -6,7 +6,16 @@ export type Metrics = ReturnType<typeof createMetrics>;
  * The series of api.md §9, on a registry of this app's own (so several apps in one process,
  * as in the tests, never share counters). prom-client does the bookkeeping and the text format.
  */
-export function createMetrics({ connectedSockets, redisUp }: { connectedSockets: () => number; redisUp?: () => boolean }) {
+export function createMetrics({
+  connectedSockets,
+  heldForClients,
+  redisUp,
+}: {
+  connectedSockets: () => number;
+  /** What the process holds for Socket.IO clients that have not read it yet (slow-clients.ts). */
+  heldForClients: () => { total: number; max: number };
+  redisUp?: () => boolean;
+}) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const registers = [registry];
@@ -30,6 +39,22 @@ export function createMetrics({ connectedSockets, redisUp }: { connectedSockets:
     registers,
     collect() {
       this.set(connectedSockets());
+    },
+  });
+  new Gauge({
+    name: "socketio_buffered_bytes",
+    help: "Bytes this process holds for Socket.IO clients that have not read them yet (Bun's websocket queues, packets waiting for a poll)",
+    registers,
+    collect() {
+      this.set(heldForClients().total);
+    },
+  });
+  new Gauge({
+    name: "socketio_buffered_bytes_max",
+    help: "The most bytes this process holds for one Socket.IO client (at most SOCKET_MAX_BUFFERED_BYTES)",
+    registers,
+    collect() {
+      this.set(heldForClients().max);
     },
   });
   const slowClients = new Counter({

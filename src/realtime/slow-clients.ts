@@ -5,23 +5,37 @@ import type { ServerWebSocket } from "bun";
  * of data for it. Past `maxBufferedBytes` held for one client, it is disconnected through the
  * normal path (its Socket.IO socket gets `disconnect`, so presence and the socket gauge follow),
  * reported through `onDrop` (a warning and a counter), and it catches up from history when it
- * reconnects, as after any other cut (api.md §3).
+ * reconnects, as after any other cut (api.md §3). `heldBytes` reads the same accounting for the
+ * `socketio_buffered_bytes` gauges.
  *
  * Where the bytes wait, by transport:
  *
- * - websocket: in Bun, per connection, once the kernel's socket buffer is full. Bun enforces the
- *   cap (`backpressureLimit` + `closeOnBackpressureLimit`, set by `websocketHandler`) on
- *   everything sent to the connection, Engine.IO's `ws.send` and the native fan-out's
- *   `server.publish` alike: the first message that would be queued past the limit is dropped,
- *   nothing after it is sent, and the connection is closed on the next turn of the event loop
- *   (code 1006). Nothing accumulates in Engine.IO's own buffer on this transport:
- *   @socket.io/bun-engine writes to the websocket at once and never marks it unwritable.
+ * - websocket: first in the kernel, then in Bun. What the client does not read fills its own
+ *   receive buffer and the server's socket send buffer, which Linux grows up to
+ *   `net.ipv4.tcp_wmem`'s maximum (4 MiB by default); only then does Bun queue bytes for the
+ *   connection in the process (seen with `ss` through a flood: the server's Send-Q climbs to
+ *   ~3.9 MB while the stalled client's Recv-Q stays at ~120 KB and Bun holds nothing). So a
+ *   stalled client is dropped once its kernel buffers are full *and* `maxBufferedBytes` more
+ *   wait in Bun: the cap bounds the process's memory; the kernel's part is kernel memory,
+ *   bounded per connection by the sysctl (per network namespace, so per container) and in all
+ *   by `net.ipv4.tcp_mem`. Bun does not expose the connection's file descriptor, so the kernel's
+ *   queue cannot be read or shrunk (SO_SNDBUF) from here. Clients fed the same broadcasts fill
+ *   at the same rate, so they are dropped by the same publish.
+ *   Bun enforces the cap (`backpressureLimit` + `closeOnBackpressureLimit`, set by
+ *   `websocketHandler`) on everything sent to the connection, Engine.IO's `ws.send` and the
+ *   native fan-out's `server.publish` alike: a message is queued while Bun holds at most the
+ *   limit (so it may hold up to the limit plus that one message), the first one after that is
+ *   dropped, nothing after it is sent, and the connection is closed on the next turn of the
+ *   event loop (code 1006). Nothing accumulates in Engine.IO's own buffer on this
+ *   transport: @socket.io/bun-engine writes to the websocket at once and never marks it
+ *   unwritable.
  *   Bun reports that close exactly as a peer that vanished (1006, no reason, nothing buffered
  *   any more), so to tell who it dropped, this file notes every connection it sees holding
  *   data (before each Engine.IO write, and after each publish Bun reported backpressure or a
  *   drop for) and forgets it once Bun reports it drained: a connection closed with 1006 while
- *   noted is a client that stopped reading. (At a low message rate the ping timeout usually
- *   ends such a client first: it does not read the ping either.)
+ *   noted is a client that stopped reading, and what was last noted is what Bun held for it.
+ *   (At a low message rate the ping timeout usually ends such a client first: it does not
+ *   read the ping either.)
  * - polling: in the Engine.IO socket's `writeBuffer`, until the client's next GET takes it. The
  *   ping timeout ends a client that stopped polling, but only after pingInterval + pingTimeout
  *   (45 s by default), and what a busy channel broadcasts meanwhile has no bound: so the bytes
@@ -35,7 +49,11 @@ export interface SlowClientDrop {
   socketId: string;
   userId?: number;
   transport: "websocket" | "polling";
-  /** What the server held for it when last measured (bytes). */
+  /**
+   * What the server held for it when it was dropped (bytes). Polling: at most `limitBytes` (the
+   * packet that would have passed it ended the client). Websocket: over `limitBytes` by less
+   * than the last message Bun queued (it queues while it holds at most the limit).
+   */
   bufferedBytes: number;
   limitBytes: number;
 }
@@ -66,6 +84,7 @@ interface IoSocket {
 }
 interface IoServer {
   on(event: "connection", listener: (socket: IoSocket) => void): unknown;
+  of(namespace: "/"): { sockets: Map<string, IoSocket> };
 }
 /** The part of a Bun websocket handler this file wraps. */
 interface WebsocketHandler<W> {
@@ -80,6 +99,8 @@ export interface SlowClientGuard {
   ): H & { backpressureLimit: number; closeOnBackpressureLimit: true; drain(ws: W): void };
   /** For the native fan-out: a publish reported backpressure or a drop, and `socket` subscribes to its topic. */
   publishBackpressured(socket: object, websocket: ServerWebSocket<unknown>): void;
+  /** What this process holds for its connected clients now (bytes): in all, and for the one it holds most for. */
+  heldBytes(): { total: number; max: number };
 }
 
 /** The close code Bun gives a connection closed without a Close frame: its own closes, and peers that vanished. */
@@ -95,6 +116,8 @@ function packetBytes({ data }: EnginePacket): number {
 export function guardSlowClients(io: IoServer, { maxBufferedBytes, onDrop }: { maxBufferedBytes: number; onDrop(drop: SlowClientDrop): void }): SlowClientGuard {
   /** Websockets seen holding data and not drained since: their socket and the bytes last seen. */
   const holding = new WeakMap<ServerWebSocket<unknown>, { socket: IoSocket; bytes: number }>();
+  /** Bytes queued for a polling connection since its last poll. */
+  const queuedFor = new WeakMap<EngineSocket, number>();
   /** Polling connections being dropped: reported once. */
   const dropping = new WeakSet<object>();
 
@@ -108,9 +131,8 @@ export function guardSlowClients(io: IoServer, { maxBufferedBytes, onDrop }: { m
 
   io.on("connection", (socket) => {
     const conn = socket.conn as EngineSocket;
-    let queued = 0;
     conn.on("flush", () => {
-      queued = 0;
+      queuedFor.delete(conn);
     });
     conn.on("packetCreate", (packet) => {
       const transport = conn.transport;
@@ -120,10 +142,12 @@ export function guardSlowClients(io: IoServer, { maxBufferedBytes, onDrop }: { m
         return;
       }
       // Kept in the Engine.IO socket until the client polls again.
-      queued += packetBytes(packet);
+      const held = queuedFor.get(conn) ?? 0;
+      const queued = held + packetBytes(packet);
+      queuedFor.set(conn, queued);
       if (queued <= maxBufferedBytes || dropping.has(conn)) return;
       dropping.add(conn);
-      report(socket, transport.name === "websocket" ? "websocket" : "polling", queued);
+      report(socket, transport.name === "websocket" ? "websocket" : "polling", held);
       // Not from inside the write that noticed (socket.io or the fan-out may be looping over
       // sockets), but before the event loop turns. Nobody will read what waits: discard it, or
       // close() would wait for it to drain.
@@ -155,6 +179,18 @@ export function guardSlowClients(io: IoServer, { maxBufferedBytes, onDrop }: { m
     },
     publishBackpressured(socket, websocket) {
       noteBuffered(socket as IoSocket, websocket);
+    },
+    heldBytes() {
+      let total = 0;
+      let max = 0;
+      for (const socket of io.of("/").sockets.values()) {
+        const conn = socket.conn as EngineSocket;
+        const { name, socket: websocket } = conn.transport;
+        const bytes = name === "websocket" && websocket ? websocket.getBufferedAmount() : (queuedFor.get(conn) ?? 0);
+        total += bytes;
+        max = Math.max(max, bytes);
+      }
+      return { total, max };
     },
   };
 }
