@@ -2,7 +2,7 @@ import { afterAll, afterEach, describe, expect, setDefaultTimeout, test } from "
 import { readFileSync } from "node:fs";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { createTestDatabase } from "./helpers/db.ts";
-import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+import { scrapeMetrics, TEST_TIMEOUT_MS } from "./helpers/env.ts";
 import { connectTo, productionEnv, registerAt, startServerProcess, type ServerProcess } from "./helpers/process.ts";
 import { connectRawPolling, connectRawWebsocket, type RawWebsocket } from "./helpers/raw-socketio.ts";
 import { httpIdleTimeoutSeconds } from "../src/server.ts";
@@ -104,7 +104,7 @@ function rssKiB(pid: number): number {
 
 /** The value of one series of the server's /metrics. */
 async function metric(server: ServerProcess, series: string): Promise<number | undefined> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const text = await scrapeMetrics(server.url);
   const line = text.split("\n").find((l) => l.startsWith(`${series} `));
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
@@ -259,11 +259,12 @@ describe("a client that stops reading", () => {
       // A websocket frame: the packet and a header of at most 10 bytes.
       longestFrame = Math.max(longestFrame, ...client.packets.map((p) => Buffer.byteLength(p) + 10));
     }
-    // Logged and counted, each with what Bun held for it when it dropped the next broadcast: past
-    // the cap by less than one frame (Bun queues a message while it holds at most the cap, and
-    // drops the first one after that). By the same accounting, sampled through the flood, it never
-    // held more for any client.
-    const bound = { above: capBytes, atMost: capBytes + longestFrame };
+    // Logged and counted, each with the last amount the server saw Bun hold for it: never past the
+    // cap by more than one frame (Bun queues a message while it holds at most the cap, and drops
+    // the first one after that), but not necessarily the amount at the drop, which Bun does not
+    // report (in one CI run 58,599 bytes were last seen against a 65,536-byte cap). By Bun's own
+    // figure, sampled through the flood, it never held more than that bound for any client.
+    const bound = { above: 0, atMost: capBytes + longestFrame };
     await expectDroppedForNotReading(capped, "websocket", stalled.map(({ user }) => user.id), bound);
     expect(peaks.heldKiB * 1024).toBeLessThanOrEqual(bound.atMost);
   });

@@ -33,7 +33,8 @@ import type { ServerWebSocket } from "bun";
  *   any more), so to tell who it dropped, this file notes every connection it sees holding
  *   data (before each Engine.IO write, and after each publish Bun reported backpressure or a
  *   drop for) and forgets it once Bun reports it drained: a connection closed with 1006 while
- *   noted is a client that stopped reading, and what was last noted is what Bun held for it.
+ *   noted is a client that stopped reading, and what was last noted is the latest known amount Bun
+ *   held for it (not necessarily the amount at the drop).
  *   (At a low message rate the ping timeout usually ends such a client first: it does not
  *   read the ping either.)
  * - polling: in the Engine.IO socket's `writeBuffer`, until the client's next GET takes it. The
@@ -50,9 +51,11 @@ export interface SlowClientDrop {
   userId?: number;
   transport: "websocket" | "polling";
   /**
-   * What the server held for it when it was dropped (bytes). Polling: at most `limitBytes` (the
-   * packet that would have passed it ended the client). Websocket: over `limitBytes` by less
-   * than the last message Bun queued (it queues while it holds at most the limit).
+   * What the server held for it (bytes). Polling: exactly what was queued when it was dropped,
+   * at most `limitBytes` (the packet that would have passed it ended the client). Websocket: the
+   * last amount this file saw Bun hold for it, at most `limitBytes` plus one message; Bun does
+   * not report the amount at its own drop, and a publish's status does not always tell which
+   * subscriber held data (see native-fanout.ts), so this may be lower than at the drop.
    */
   bufferedBytes: number;
   limitBytes: number;
