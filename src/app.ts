@@ -25,7 +25,7 @@ import { requireJsonBody } from "./middleware/json-body.ts";
 import { observeRequests } from "./middleware/observe-requests.ts";
 import { createMetrics } from "./metrics/metrics.ts";
 import { guardSlowClients } from "./realtime/slow-clients.ts";
-import { countRestMessages, metricsRouter } from "./metrics/metrics.index.ts";
+import { countRestMessages, logMetricsAccess, metricsAccess, metricsRouter } from "./metrics/metrics.index.ts";
 import { requireAuth as requireAuthMiddleware } from "./middleware/require-auth.ts";
 import { limitPerIp, resolveClientIp } from "./middleware/client-ip.ts";
 import { auditRouter } from "./audit/audit.index.ts";
@@ -190,7 +190,7 @@ export function createApp(deps: AppDeps) {
     .route("/", usersRouter({ users: services.users, requireAuth }))
     .route("/", messagesRouter({ messages: services.messages, search: services.search, requireAuth }))
     .route("/", presenceRouter({ presence, requireAuth }))
-    .route("/", metricsRouter({ metrics, token: config.METRICS_TOKEN }))
+    .route("/", metricsRouter({ metrics, config }))
     .route("/", auditRouter({ audit, requireAuth }))
     // Before the channels router, whose `/api/channels/*` auth would otherwise run a second time.
     .route("/", summariesRouter({ summaries, requireAuth }))
@@ -207,6 +207,7 @@ export function createApp(deps: AppDeps) {
     );
 
   mountApiDocs(app);
+  logMetricsAccess(logger, metricsAccess(config));
 
   return { app, api, io, services, lifecycle, logger, metrics, slowClients };
 }

@@ -401,3 +401,43 @@ describe("login timing does not reveal whether a username exists", () => {
     if (!(ratio >= 0.5 && ratio <= 2)) throw new Error(`login timing differs: ${JSON.stringify(summary)}`);
   });
 });
+
+describe("names of Object.prototype in URL paths are misses, never a plain-object lookup", () => {
+  // A route that looks a path segment up in an object literal finds `constructor` on its
+  // prototype (finding 10: `/docs/__proto__` answered 500 with a stack trace logged).
+  const names = ["__proto__", "constructor", "toString", "valueOf", "hasOwnProperty", "isPrototypeOf", "prototype", "__defineGetter__"];
+
+  /** Every path the app routes, each `:param` (or, for a fixed path, one more segment) replaced by `name`. */
+  function pathsWith(name: string): { method: string; path: string; static: boolean }[] {
+    const routes = main.app.app.routes.filter((r) => r.method !== "ALL" && !r.path.includes("*"));
+    const seen = new Set<string>();
+    const out: { method: string; path: string; static: boolean }[] = [];
+    for (const { method, path } of routes) {
+      const filled = path.includes(":") ? path.replace(/:\w+/g, name) : `${path.replace(/\/$/, "")}/${name}`;
+      const key = `${method} ${filled}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      out.push({ method, path: filled, static: !path.startsWith("/api/") });
+    }
+    // The chat page's files (middleware, not routes) and the root itself.
+    for (const base of ["", "/app.js", "/styles.css"]) out.push({ method: "GET", path: `${base}/${name}`, static: true });
+    return out;
+  }
+
+  test.each(names)("%s: every route answers a 4xx in the error shape; the static ones 404", async (name) => {
+    const requests = pathsWith(name);
+    expect(requests.length).toBeGreaterThan(30);
+    for (const { method, path, static: isStatic } of requests) {
+      const res = await fetch(`${main.url}${path}`, {
+        method,
+        headers: { ...bearer(caller.token), ...(method === "GET" || method === "DELETE" ? {} : json) },
+        body: method === "GET" || method === "DELETE" ? undefined : "{}",
+      });
+      const what = `${method} ${path} → ${res.status}`;
+      expect({ what, server: res.status >= 500 }).toEqual({ what, server: false });
+      if (isStatic && method === "GET") expect({ what, status: res.status }).toEqual({ what, status: 404 });
+      if (res.status >= 400) await expectError(res, res.status, ((await res.clone().json()) as { error: { code: string } }).error.code);
+      else await res.body?.cancel();
+    }
+  });
+});

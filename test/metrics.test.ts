@@ -1,20 +1,21 @@
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { sendWithAck, startTestServer, type ChatClient, type TestServer } from "./helpers/server.ts";
 import { expectError } from "./helpers/expect-error.ts";
-import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+import { TEST_TIMEOUT_MS, testMetricsToken } from "./helpers/env.ts";
+import { createLogger } from "../src/lib/logger.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
 
 // api.md §9: GET /metrics in Prometheus text (prom-client) with HTTP requests and latency by
 // route, connected sockets, messages accepted/rejected, message persist latency and process
-// figures; guarded by METRICS_TOKEN when set.
+// figures; guarded by METRICS_TOKEN when set, off without it outside development (§7).
 
-const metricsToken = "metrics-token-for-tests-0123456789";
+const metricsToken = "another-metrics-token-0123456789";
 const [t, guarded] = await Promise.all([startTestServer(), startTestServer({ env: { METRICS_TOKEN: metricsToken } })]);
 afterAll(() => guarded.stop());
 
-async function scrape(server: TestServer = t, token?: string): Promise<string> {
+async function scrape(server: TestServer = t, token: string | undefined = testMetricsToken): Promise<string> {
   const res = await fetch(`${server.url}/metrics`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
   expect(res.status).toBe(200);
   expect(res.headers.get("content-type")).toMatch(/^text\/plain; version=0\.0\.4/);
@@ -121,8 +122,43 @@ describe("METRICS_TOKEN", () => {
     await expectError(res, 401, "UNAUTHORIZED");
   });
 
-  test("the right token → 200 with the figures; unset, /metrics is open", async () => {
+  test("the right token → 200 with the figures", async () => {
     expect(await scrape(guarded, metricsToken)).toContain("# TYPE http_requests_total counter");
-    expect(await scrape(t)).toContain("# TYPE http_requests_total counter");
+  });
+});
+
+describe("without METRICS_TOKEN", () => {
+  /** A server with no METRICS_TOKEN (an empty value is unset) in `nodeEnv`, and what it logged. */
+  async function tokenless(nodeEnv: string) {
+    const lines: string[] = [];
+    const server = await startTestServer({
+      env: { NODE_ENV: nodeEnv, METRICS_TOKEN: "" },
+      logger: createLogger("info", { write: (line: string) => void lines.push(line) }),
+    });
+    return { server, logged: () => lines.map((line) => JSON.parse(line) as { level: number; msg: string }) };
+  }
+
+  test.each(["production", "test"])("NODE_ENV=%s: /metrics is off (404 NOT_FOUND, no figures), and start-up says so", async (nodeEnv) => {
+    const { server, logged } = await tokenless(nodeEnv);
+    try {
+      for (const authorization of [undefined, `Bearer ${testMetricsToken}`, "Bearer ", `Bearer ${(await server.register()).token}`]) {
+        const res = await fetch(`${server.url}/metrics`, { headers: authorization ? { authorization } : {} });
+        const body = await expectError(res, 404, "NOT_FOUND");
+        expect(JSON.stringify(body)).not.toContain("http_requests_total");
+      }
+      expect(logged()).toContainEqual(expect.objectContaining({ level: 40, msg: expect.stringContaining("GET /metrics is off: set METRICS_TOKEN") }));
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("NODE_ENV=development: /metrics is open, and start-up says so", async () => {
+    const { server, logged } = await tokenless("development");
+    try {
+      expect(await scrape(server, undefined)).toContain("# TYPE http_requests_total counter");
+      expect(logged()).toContainEqual(expect.objectContaining({ level: 30, msg: expect.stringContaining("GET /metrics is open") }));
+    } finally {
+      await server.stop();
+    }
   });
 });

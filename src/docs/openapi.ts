@@ -12,11 +12,12 @@ export const openApiInfo = {
   },
 };
 
-// Swagger UI is served from the swagger-ui-dist package, so /docs works with no network.
-const assets: Record<string, { file: string; type: string }> = {
-  "swagger-ui.css": { file: "swagger-ui-dist/swagger-ui.css", type: "text/css; charset=utf-8" },
-  "swagger-ui-bundle.js": { file: "swagger-ui-dist/swagger-ui-bundle.js", type: "text/javascript; charset=utf-8" },
-};
+// Swagger UI is served from the swagger-ui-dist package, so /docs works with no network. A Map,
+// not an object literal: the name comes from the URL, and `/docs/__proto__` must be a miss.
+const assets = new Map([
+  ["swagger-ui.css", { file: "swagger-ui-dist/swagger-ui.css", type: "text/css; charset=utf-8" }],
+  ["swagger-ui-bundle.js", { file: "swagger-ui-dist/swagger-ui-bundle.js", type: "text/javascript; charset=utf-8" }],
+]);
 
 const page = `<!doctype html>
 <html lang="en">
@@ -41,7 +42,7 @@ export function mountApiDocs(app: AppRouter): void {
   app.get("/docs", (c) => c.html(page));
   app.get("/docs/init.js", (c) => c.body(init, 200, { "content-type": "text/javascript; charset=utf-8" }));
   app.get("/docs/:asset", async (c) => {
-    const asset = assets[c.req.param("asset")];
+    const asset = assets.get(c.req.param("asset"));
     if (!asset) return c.notFound();
     const file = Bun.file(Bun.resolveSync(asset.file, import.meta.dir));
     return c.body(await file.arrayBuffer(), 200, { "content-type": asset.type, "cache-control": "public, max-age=86400" });

@@ -1,4 +1,5 @@
 import type { SQL } from "bun";
+import { scrapeMetrics } from "./env.ts";
 
 // For tests that hold the message writer at a chosen point: locks held from a connection of the
 // test's own, who waits on them, the writer's batch metric, and polling until something is so.
@@ -54,7 +55,7 @@ export type BatchFigures = Record<Outcome, { batches: number; rows: number }>;
 
 /** The writer's batch histogram from the server's /metrics: per outcome, how many transactions and how many rows. */
 export async function batchFigures(baseUrl: string): Promise<BatchFigures> {
-  const text = await (await fetch(`${baseUrl}/metrics`)).text();
+  const text = await scrapeMetrics(baseUrl);
   const sample = (suffix: "count" | "sum", outcome: Outcome) => Number(new RegExp(`^chat_message_batch_rows_${suffix}\\{outcome="${outcome}"\\} (\\S+)$`, "m").exec(text)?.[1] ?? 0);
   const figures = (outcome: Outcome) => ({ batches: sample("count", outcome), rows: sample("sum", outcome) });
   return { committed: figures("committed"), split: figures("split"), failed: figures("failed") };

@@ -2,6 +2,7 @@ import { afterAll } from "bun:test";
 import path from "node:path";
 import type { Subprocess } from "bun";
 import { io as ioClient } from "socket.io-client";
+import { testMetricsToken } from "./env.ts";
 import type { ChatClient, Transport } from "./server.ts";
 
 /** The project root: where `bun src/index.ts` runs in production. */
@@ -21,6 +22,7 @@ export function productionEnv(databaseUrl: string, overrides: Record<string, str
     RATE_LIMIT_LOGIN_FAILURES: "off",
     RATE_LIMIT_MESSAGES_BURST: "off",
     RATE_LIMIT_MESSAGES_SUSTAINED: "off",
+    METRICS_TOKEN: testMetricsToken,
     ...overrides,
   };
   return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined));

@@ -7,6 +7,7 @@ import { createRedis, redisConnected } from "../../src/lib/redis.ts";
 import type { ClientToServerEvents, ServerToClientEvents } from "../../src/realtime/contract.ts";
 import { serve, type RunningServer } from "../../src/server.ts";
 import { createTestDatabase, type TestDatabase } from "./db.ts";
+import { testMetricsToken } from "./env.ts";
 
 /** The machine's Redis (api.md §9 tests); TEST_REDIS_URL overrides it. */
 export const testRedisUrl = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
@@ -31,6 +32,7 @@ export function testConfig(databaseUrl: string, overrides: Record<string, string
     RATE_LIMIT_LOGIN_FAILURES: "off",
     RATE_LIMIT_MESSAGES_BURST: "off",
     RATE_LIMIT_MESSAGES_SUSTAINED: "off",
+    METRICS_TOKEN: testMetricsToken,
     ...overrides,
   });
   return { ...config, JWT_SECRET: config.JWT_SECRET ?? testJwtSecret };
