@@ -88,12 +88,24 @@ export function createApp(deps: AppDeps) {
 
   const channels = createChannelsService({ db, membership: socketMembership(io, { clustered: redis !== undefined }) });
   const audit = createAuditService({ db });
-  // api.md §10: undefined without LLM_BASE_URL (the LLM features then answer LLM_DISABLED).
-  const llm = createLlmClient(config);
-  const summaries = createSummariesService({ db, channels, llm, contextTokens: config.LLM_CONTEXT_TOKENS, logger });
+  // api.md §10: undefined without LLM_BASE_URL (the LLM features then answer LLM_DISABLED). Each
+  // purpose has slots of its own: moderation, in the write path, never waits behind a summary.
+  const summaries = createSummariesService({
+    db,
+    channels,
+    llm: createLlmClient(config, config.LLM_MAX_CONCURRENCY),
+    contextTokens: config.LLM_CONTEXT_TOKENS,
+    limiter: createLimiter("summaries", config.RATE_LIMIT_SUMMARIES),
+    logger,
+  });
   // api.md §10: the word list, then the model when LLM_BASE_URL is set; MODERATION=off runs nothing.
-  // The same client as summaries: one LLM_MAX_CONCURRENCY bound per instance.
-  const moderation = createModerationService({ config, llm: config.MODERATION === "off" ? undefined : llm, db, audit, logger });
+  const moderation = createModerationService({
+    config,
+    llm: config.MODERATION === "off" ? undefined : createLlmClient(config, config.LLM_MODERATION_CONCURRENCY),
+    db,
+    audit,
+    logger,
+  });
   const presence = createPresence(redis);
   // A client that stops reading is dropped once SOCKET_MAX_BUFFERED_BYTES wait for it (slow-clients.ts).
   const slowClients = guardSlowClients(io, {

@@ -68,6 +68,8 @@ export const envSchema = z
     RATE_LIMIT_MESSAGES_SUSTAINED: rateLimit.default({ points: 120, durationSeconds: 60 }),
     /** `typing` events relayed per user and channel; the rest are dropped quietly. */
     RATE_LIMIT_TYPING: rateLimit.default({ points: 1, durationSeconds: 2 }),
+    /** Summary requests per user (cache hits included): each can cost model calls, so one user cannot flood the model. */
+    RATE_LIMIT_SUMMARIES: rateLimit.default({ points: 10, durationSeconds: 60 }),
     /** Several instances share broadcasts, presence, revocations and limits through this Redis (api.md §9). */
     REDIS_URL: z.string().regex(/^rediss?:\/\/\S+$/, "must be a redis:// or rediss:// URL").optional(),
     /** Prefix of every Redis key and stream of this service, so several deployments can share one Redis. */
@@ -98,14 +100,23 @@ export const envSchema = z
     LLM_TIMEOUT_MS: z.coerce.number().int().min(100).default(5_000),
     /** Retries of a call that failed fast (a 5xx, a refused connection), within LLM_TIMEOUT_MS. */
     LLM_MAX_RETRIES: z.coerce.number().int().min(0).max(5).default(1),
-    /** Model calls in flight at once, per instance; the rest wait their turn (within their timeout). */
+    /** Summary calls in flight at once, per instance; the rest wait their turn (within their timeout). */
     LLM_MAX_CONCURRENCY: z.coerce.number().int().min(1).max(256).default(8),
+    /**
+     * Moderation calls in flight at once, per instance: slots of their own, so a check in the write
+     * path never waits behind a summary (issue 15). The model server sees up to the sum of both.
+     */
+    LLM_MODERATION_CONCURRENCY: z.coerce.number().int().min(1).max(256).default(8),
     /** The model's context window in tokens: summaries cut long ranges into chunks that fit it. */
     LLM_CONTEXT_TOKENS: z.coerce.number().int().min(512).default(8_192),
     /** off: no moderation; flag: deliver, and list what is caught for moderators; block: refuse before storing. */
     MODERATION: z.enum(["off", "flag", "block"]).default("off"),
-    /** When the model fails or times out: open lets the message through, closed refuses it (block) or flags it (flag). */
-    MODERATION_FAIL: z.enum(["open", "closed"]).default("open"),
+    /**
+     * When the model fails or times out: closed (default) refuses the message (block) or flags it
+     * (flag); open lets it through unchecked. Closed by default: otherwise whoever can make the model
+     * slow (a flood of other work, an outage) gets messages past moderation.
+     */
+    MODERATION_FAIL: z.enum(["open", "closed"]).default("closed"),
     /** The local word list, checked before the model (whole words, case-insensitive), comma-separated. */
     MODERATION_WORDS: list,
   })

@@ -49,6 +49,12 @@ describe("defaults", () => {
       SOCKET_MAX_BUFFERED_BYTES: 1024 * 1024,
       LOG_LEVEL: "info",
       CORS_ORIGINS: [],
+      // Issue 15: moderation has slots of its own, summaries a per-user limit, and a failing model fails closed.
+      LLM_MAX_CONCURRENCY: 8,
+      LLM_MODERATION_CONCURRENCY: 8,
+      RATE_LIMIT_SUMMARIES: { points: 10, durationSeconds: 60 },
+      MODERATION: "off",
+      MODERATION_FAIL: "closed",
       JWT_SECRET: secret,
       DATABASE_URL: dbUrl,
     } satisfies Partial<Config>);
@@ -123,6 +129,9 @@ describe("required and validated variables outside development", () => {
     ["a 65-character REDIS_KEY_PREFIX", { REDIS_KEY_PREFIX: "x".repeat(65) }, /^REDIS_KEY_PREFIX: /],
     ["a 15-character METRICS_TOKEN", { METRICS_TOKEN: "x".repeat(15) }, /^METRICS_TOKEN: .*16/],
     ["RATE_LIMIT_TYPING=often", { RATE_LIMIT_TYPING: "often" }, /^RATE_LIMIT_TYPING: /],
+    ["RATE_LIMIT_SUMMARIES=ten/1m", { RATE_LIMIT_SUMMARIES: "ten/1m" }, /^RATE_LIMIT_SUMMARIES: /],
+    ["LLM_MODERATION_CONCURRENCY=0", { LLM_MODERATION_CONCURRENCY: "0" }, /^LLM_MODERATION_CONCURRENCY: /],
+    ["MODERATION_FAIL=maybe", { MODERATION_FAIL: "maybe" }, /^MODERATION_FAIL: /],
     ["DATABASE_TIMEOUT_MS=50 (under 100)", { DATABASE_TIMEOUT_MS: "50" }, /^DATABASE_TIMEOUT_MS: /],
     ["DATABASE_TIMEOUT_MS=soon", { DATABASE_TIMEOUT_MS: "soon" }, /^DATABASE_TIMEOUT_MS: /],
     ["SOCKET_PING_INTERVAL_MS=0", { SOCKET_PING_INTERVAL_MS: "0" }, /^SOCKET_PING_INTERVAL_MS: /],

@@ -25,7 +25,7 @@ function client(overrides: Record<string, string> = {}): LlmClient {
     LLM_TIMEOUT_MS: String(timeoutMs),
     ...overrides,
   });
-  const llm = createLlmClient(config);
+  const llm = createLlmClient(config, config.LLM_MAX_CONCURRENCY);
   if (!llm) throw new Error("no client");
   return llm;
 }
@@ -45,7 +45,7 @@ async function failure(call: Promise<unknown>): Promise<LlmFailure> {
 
 test("without LLM_BASE_URL there is no client; LLM_BASE_URL without LLM_MODEL is a configuration error", () => {
   const base = { NODE_ENV: "test", DATABASE_URL: "postgresql://u@h/d", JWT_SECRET: "x".repeat(32) };
-  expect(createLlmClient(loadConfig(base))).toBeUndefined();
+  expect(createLlmClient(loadConfig(base), 8)).toBeUndefined();
   expect(() => loadConfig({ ...base, LLM_BASE_URL: fake.baseUrl })).toThrow(/LLM_MODEL/);
   expect(() => loadConfig({ ...base, LLM_BASE_URL: "ftp://x", LLM_MODEL: "m" })).toThrow(/LLM_BASE_URL/);
 });
@@ -113,7 +113,7 @@ describe("retries", () => {
 });
 
 describe("concurrency", () => {
-  test("at most LLM_MAX_CONCURRENCY calls in flight; the others wait their turn and all are answered", async () => {
+  test("at most its slots (here LLM_MAX_CONCURRENCY) calls in flight; the others wait their turn and all are answered", async () => {
     let inFlight = 0;
     let most = 0;
     fake.answer(async () => {

@@ -10,7 +10,9 @@ import type { Config } from "../config.ts";
  * pointed at LLM_BASE_URL. It brings the per-request timeout and the retries with backoff; on top:
  * - one deadline per call, LLM_TIMEOUT_MS, covering the wait for a free slot and every retry, so a
  *   slow or dead model costs a caller a bounded wait;
- * - at most LLM_MAX_CONCURRENCY calls in flight per instance;
+ * - at most `slots` calls of this client in flight; each purpose has a client, and so slots, of its
+ *   own (LLM_MAX_CONCURRENCY for summaries, LLM_MODERATION_CONCURRENCY for moderation), so a check in
+ *   the write path never queues behind a summary;
  * - `completeJson`: the answer parsed as JSON even when the model wraps it in prose or code fences
  *   or leaves it slightly broken (jsonrepair), then checked against a zod schema.
  */
@@ -39,10 +41,10 @@ export class LlmFailure extends Error {
   }
 }
 
-type LlmConfig = Pick<Config, "LLM_BASE_URL" | "LLM_API_KEY" | "LLM_MODEL" | "LLM_TIMEOUT_MS" | "LLM_MAX_RETRIES" | "LLM_MAX_CONCURRENCY">;
+type LlmConfig = Pick<Config, "LLM_BASE_URL" | "LLM_API_KEY" | "LLM_MODEL" | "LLM_TIMEOUT_MS" | "LLM_MAX_RETRIES">;
 
-/** The client, or undefined when no LLM_BASE_URL is configured (the LLM features are then off). */
-export function createLlmClient(config: LlmConfig): LlmClient | undefined {
+/** A client with `slots` calls in flight at most, or undefined when no LLM_BASE_URL is configured (the LLM features are then off). */
+export function createLlmClient(config: LlmConfig, slots: number): LlmClient | undefined {
   if (!config.LLM_BASE_URL || !config.LLM_MODEL) return undefined;
   const model = config.LLM_MODEL;
   const openai = new OpenAI({
@@ -52,7 +54,7 @@ export function createLlmClient(config: LlmConfig): LlmClient | undefined {
     timeout: config.LLM_TIMEOUT_MS,
     maxRetries: config.LLM_MAX_RETRIES,
   });
-  const limit = pLimit(config.LLM_MAX_CONCURRENCY);
+  const limit = pLimit(slots);
 
   async function complete(messages: LlmMessage[], { maxTokens }: { maxTokens?: number } = {}): Promise<string> {
     const deadline = AbortSignal.timeout(config.LLM_TIMEOUT_MS);

@@ -61,6 +61,25 @@ const clip = (text: string) => (text.length > MAX_REASON ? `${text.slice(0, MAX_
 const unavailableReason = (failure: LlmFailure["kind"]) =>
   `moderation was unavailable (${failure === "timeout" ? "the model did not answer in time" : failure === "unreadable" ? "the model's answer could not be read" : "the model server failed"})`;
 
+/**
+ * The start-up line naming what runs and what a model failure or timeout means, so an operator can
+ * see the policy in force (MODERATION_FAIL unset is closed). Failing open in block mode is a warning:
+ * whoever can make the model slow or fail gets messages past it.
+ */
+function announcePolicy(config: Pick<Config, "MODERATION" | "MODERATION_FAIL">, llm: LlmClient | undefined, logger: Logger): void {
+  const mode = config.MODERATION;
+  if (mode === "off") return;
+  const fields = { moderation: mode, failMode: config.MODERATION_FAIL, model: llm?.model ?? null };
+  if (!llm) return logger.info(fields, `moderation: ${mode} mode, word list only (no LLM_BASE_URL, so no model failures to handle)`);
+  const onFailure = {
+    block: { closed: "refused", open: "delivered unchecked" },
+    flag: { closed: "delivered and flagged", open: "delivered unflagged" },
+  }[mode][config.MODERATION_FAIL];
+  const line = `moderation: ${mode} mode, fails ${config.MODERATION_FAIL}: a message the model could not check is ${onFailure}`;
+  if (mode === "block" && config.MODERATION_FAIL === "open") logger.warn(fields, line);
+  else logger.info(fields, line);
+}
+
 export function createModerationService(deps: {
   config: Pick<Config, "MODERATION" | "MODERATION_FAIL" | "MODERATION_WORDS">;
   /** Undefined without LLM_BASE_URL: the word list alone decides. */
@@ -73,6 +92,7 @@ export function createModerationService(deps: {
   const mode = config.MODERATION;
   const failClosed = config.MODERATION_FAIL === "closed";
   const words = createWordList(config.MODERATION_WORDS);
+  announcePolicy(config, llm, logger);
   // Flags and audit rows written after the act; shutdown waits for them.
   const background = new Set<Promise<unknown>>();
 

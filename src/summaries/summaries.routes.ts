@@ -16,6 +16,7 @@ export const summary = createRoute({
     ...protectedResponses,
     403: errorResponse("FORBIDDEN: a public channel the caller has not joined"),
     404: errorResponse("NOT_FOUND: no such channel (or a private one the caller is not in)"),
+    429: errorResponse("RATE_LIMITED (RATE_LIMIT_SUMMARIES per user), with Retry-After"),
     503: errorResponse("LLM_DISABLED: no model server is configured; UNAVAILABLE: the model (or the database) did not answer"),
   },
 });

@@ -4,6 +4,7 @@ import { GENERAL_CHANNEL_ID } from "../channels/general.ts";
 import type { Db } from "../lib/db.ts";
 import { AppError } from "../lib/errors.ts";
 import type { Logger } from "../lib/logger.ts";
+import { consumeOrThrow, type Limiter } from "../lib/rate-limit.ts";
 import type { AuthUser } from "../lib/tokens.ts";
 import { LlmFailure, type LlmClient, type LlmMessage } from "../llm/llm-client.ts";
 import type { MessageEvents } from "../messages/messages.service.ts";
@@ -22,6 +23,8 @@ import { MAX_SUMMARY_MESSAGES, type ChannelSummaryView, type SummaryQuery } from
  *   inside its range is edited or deleted (`invalidatingSummaries`, on the same events that are
  *   broadcast), and a read also ignores a row older than an edit or deletion inside its range, so a
  *   read right after an edit's answer never gets the stale summary.
+ * - Limit: RATE_LIMIT_SUMMARIES per user, over every request that reaches the feature (cache hits
+ *   included), so one account cannot keep the summary slots busy.
  */
 export type SummariesService = ReturnType<typeof createSummariesService>;
 
@@ -84,8 +87,16 @@ function clip(text: string, tokens: number): string {
   return text.length <= chars ? text : `${text.slice(0, chars - 1)}…`;
 }
 
-export function createSummariesService(deps: { db: Db; channels: ChannelsService; llm: LlmClient | undefined; contextTokens: number; logger?: Logger }) {
-  const { db, channels, llm, contextTokens, logger } = deps;
+export function createSummariesService(deps: {
+  db: Db;
+  channels: ChannelsService;
+  llm: LlmClient | undefined;
+  contextTokens: number;
+  /** Summary requests per user (RATE_LIMIT_SUMMARIES); undefined when off. */
+  limiter?: Limiter;
+  logger?: Logger;
+}) {
+  const { db, channels, llm, contextTokens, limiter, logger } = deps;
   const { answerTokens, promptTokens } = budgetFor(contextTokens);
   // One computation per range at a time in this instance: concurrent requests share its calls.
   const pending = new Map<string, Promise<string>>();
@@ -182,6 +193,8 @@ export function createSummariesService(deps: { db: Db; channels: ChannelsService
     async summary(reader: AuthUser, channelId: number, query: SummaryQuery): Promise<ChannelSummaryView> {
       // Before anything that costs: without a model server the feature is off.
       if (!llm) throw new AppError("LLM_DISABLED", "Summaries are off: no model server is configured (LLM_BASE_URL)");
+      // Before the database and the model: a user past the limit costs neither.
+      await consumeOrThrow(limiter, String(reader.id), "Too many summary requests; retry later");
       // As the channel's history answers: general is everyone's; others NOT_FOUND / FORBIDDEN.
       if (channelId !== GENERAL_CHANNEL_ID) await channels.assertMember(reader.id, channelId);
       const model = llm.model;
