@@ -414,7 +414,10 @@ describe("per-channel order with the model checking concurrently", () => {
   });
 
   test("several senders, random model delays, some refusals: every receiver gets the allowed messages in increasing id order, each sender's in its sending order", async () => {
-    const t = server("block", "open");
+    // A server of its own with a model timeout far above the checks' queueing: 48 checks of up to
+    // 120 ms share the moderation slots, and with the others' 500 ms (slot wait included) a loaded
+    // machine timed one out, failing it open (a refused message stored). Order is the subject here.
+    const t = await startTestServer({ database: base.database, env: { ...envFor("block", "closed"), LLM_TIMEOUT_MS: "15000" } });
     const api = apiFor(t);
     const senders: Registered[] = await Promise.all(Array.from({ length: 4 }, () => t.register()));
     const channel = await expectStatus(await api("POST", "/api/channels", senders[0]!.token, { name: uniqueName("order"), kind: "public" }), 201);
