@@ -163,6 +163,8 @@ export function createApp(deps: AppDeps) {
     channels,
     presence,
     typingLimiter: createLimiter("typing", config.RATE_LIMIT_TYPING),
+    // Per socket, in this instance's memory: a socket lives on one instance (event-budget.ts).
+    eventBudget: { rate: config.SOCKET_EVENT_RATE, refusals: config.SOCKET_EVENT_REFUSALS },
     authenticator,
     logger,
     metrics,

@@ -70,6 +70,15 @@ export const envSchema = z
     RATE_LIMIT_TYPING: rateLimit.default({ points: 1, durationSeconds: 2 }),
     /** Summary requests per user (cache hits included): each can cost model calls, so one user cannot flood the model. */
     RATE_LIMIT_SUMMARIES: rateLimit.default({ points: 10, durationSeconds: 60 }),
+    /**
+     * Client events per socket, of any name and payload, counted in memory before anything else
+     * runs; past it an event is refused RATE_LIMITED without touching the database. 60 per 10 s
+     * is over twice what a client at every other limit sends (20 messages and 5 typing events per
+     * 10 s), and holds a flooding socket to 6 events a second.
+     */
+    SOCKET_EVENT_RATE: rateLimit.default({ points: 60, durationSeconds: 10 }),
+    /** Refusals of SOCKET_EVENT_RATE per socket; one more and the socket is disconnected (one warning logged). */
+    SOCKET_EVENT_REFUSALS: rateLimit.default({ points: 50, durationSeconds: 10 }),
     /** Several instances share broadcasts, presence, revocations and limits through this Redis (api.md §9). */
     REDIS_URL: z.string().regex(/^rediss?:\/\/\S+$/, "must be a redis:// or rediss:// URL").optional(),
     /** Prefix of every Redis key and stream of this service, so several deployments can share one Redis. */

@@ -47,6 +47,8 @@ describe("defaults", () => {
       SOCKET_PING_INTERVAL_MS: 25_000,
       SOCKET_PING_TIMEOUT_MS: 20_000,
       SOCKET_MAX_BUFFERED_BYTES: 1024 * 1024,
+      SOCKET_EVENT_RATE: { points: 60, durationSeconds: 10 },
+      SOCKET_EVENT_REFUSALS: { points: 50, durationSeconds: 10 },
       LOG_LEVEL: "info",
       CORS_ORIGINS: [],
       // Issue 15: moderation has slots of its own, summaries a per-user limit, and a failing model fails closed.
@@ -132,6 +134,9 @@ describe("required and validated variables outside development", () => {
     ["RATE_LIMIT_SUMMARIES=ten/1m", { RATE_LIMIT_SUMMARIES: "ten/1m" }, /^RATE_LIMIT_SUMMARIES: /],
     ["LLM_MODERATION_CONCURRENCY=0", { LLM_MODERATION_CONCURRENCY: "0" }, /^LLM_MODERATION_CONCURRENCY: /],
     ["MODERATION_FAIL=maybe", { MODERATION_FAIL: "maybe" }, /^MODERATION_FAIL: /],
+    ["SOCKET_EVENT_RATE=fast", { SOCKET_EVENT_RATE: "fast" }, /^SOCKET_EVENT_RATE: /],
+    ["SOCKET_EVENT_RATE=0/10s", { SOCKET_EVENT_RATE: "0/10s" }, /^SOCKET_EVENT_RATE\b.*at least 1/],
+    ["SOCKET_EVENT_REFUSALS=50/0s", { SOCKET_EVENT_REFUSALS: "50/0s" }, /^SOCKET_EVENT_REFUSALS\b.*at least one second/],
     ["DATABASE_TIMEOUT_MS=50 (under 100)", { DATABASE_TIMEOUT_MS: "50" }, /^DATABASE_TIMEOUT_MS: /],
     ["DATABASE_TIMEOUT_MS=soon", { DATABASE_TIMEOUT_MS: "soon" }, /^DATABASE_TIMEOUT_MS: /],
     ["SOCKET_PING_INTERVAL_MS=0", { SOCKET_PING_INTERVAL_MS: "0" }, /^SOCKET_PING_INTERVAL_MS: /],

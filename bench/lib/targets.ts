@@ -58,6 +58,7 @@ export async function startTarget(name: TargetName, databaseUrl: string): Promis
     HOST: "127.0.0.1",
     RATE_LIMIT_MESSAGES_BURST: "off",
     RATE_LIMIT_MESSAGES_SUSTAINED: "off",
+    SOCKET_EVENT_RATE: "off",
   };
   const proc = Bun.spawn(command(name), { cwd: projectRoot, env, stdin: "ignore", stdout: "ignore", stderr: "inherit" });
   running.add(proc);

@@ -65,6 +65,16 @@ export function createMetrics({
   });
   // Both series from the start, at 0, so a rate over them is defined before the first drop.
   for (const transport of ["websocket", "polling"]) slowClients.inc({ transport }, 0);
+  const refusedEvents = new Counter({
+    name: "socketio_events_refused_total",
+    help: "Client events refused RATE_LIMITED for being over their socket's budget (SOCKET_EVENT_RATE)",
+    registers,
+  });
+  const abusiveClients = new Counter({
+    name: "socketio_abusive_clients_dropped_total",
+    help: "Sockets disconnected for sending on past their event budget after SOCKET_EVENT_REFUSALS refusals",
+    registers,
+  });
   if (redisUp) {
     new Gauge({
       name: "chat_dependency_up",
@@ -106,6 +116,12 @@ export function createMetrics({
     },
     slowClientDropped(transport: "websocket" | "polling"): void {
       slowClients.inc({ transport });
+    },
+    socketEventRefused(): void {
+      refusedEvents.inc();
+    },
+    abusiveClientDropped(): void {
+      abusiveClients.inc();
     },
     messageAccepted(transport: "socket" | "rest"): void {
       messages.inc({ transport, result: "accepted", code: "" });

@@ -15,6 +15,9 @@ import type { AccessGuard } from "../sessions/access-guard.ts";
 import type { MembershipEvents } from "../channels/channels.service.ts";
 import type { Db } from "../lib/db.ts";
 import type { ClientToServerEvents, InterServerEvents, ServerToClientEvents, SocketData } from "./contract.ts";
+import { channelRefusals } from "./channel-refusals.ts";
+import { budgetEvents, type EventBudget } from "./event-budget.ts";
+import { clientEvents } from "./events.ts";
 
 export type ChatServer = Server<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;
 type ChatSocket = Socket<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;
@@ -25,9 +28,26 @@ const userRoom = (userId: number) => `user:${userId}`;
 const sessionRoom = (sessionId: string) => `session:${sessionId}`;
 export const channelRoom = (channelId: number) => `channel:${channelId}`;
 
+/**
+ * Connections (Socket.IO clients) whose handshake to the default namespace is running. A client
+ * sends one CONNECT; Socket.IO closes a connection that sends another once connected, but not
+ * while the first is still in its middlewares: each extra one would run the handshake's queries
+ * again and, once through, be one more socket on the same connection, with a budget of its own,
+ * getting every broadcast once more. The same answer is given then: the connection is closed.
+ */
+const handshaking = new WeakSet<object>();
+const handshakeEnded = (socket: ChatSocket) => handshaking.delete(socket.client);
+
 /** Handshake guard: a live session's access token in `auth.token`, else exactly `Unauthorized`. */
 export function authenticateSockets(io: ChatServer, authenticator: Authenticator): void {
+  io.on("connection", handshakeEnded);
   io.use(async (socket, next) => {
+    if (handshaking.has(socket.client)) {
+      socket.conn.close();
+      // Past a closed connection Socket.IO only cleans the socket up: this error goes nowhere.
+      return next(new Error("Unauthorized"));
+    }
+    handshaking.add(socket.client);
     const token: unknown = socket.handshake.auth?.token;
     try {
       if (typeof token !== "string" || token.length > 4096) throw new Error("no token");
@@ -37,6 +57,7 @@ export function authenticateSockets(io: ChatServer, authenticator: Authenticator
       delete socket.handshake.auth.token;
       next();
     } catch (error) {
+      handshakeEnded(socket);
       // A database that does not answer says nothing about the token: a client told
       // "Unauthorized" would throw its session away and send its user back to the login.
       next(new Error(toAppError(error).code === "UNAVAILABLE" ? "Unavailable" : "Unauthorized"));
@@ -104,6 +125,7 @@ export function loadSocketChannels(io: ChatServer, db: Db): void {
       next();
     } catch {
       endHandshake(io, socket);
+      handshakeEnded(socket);
       next(new Error("Unavailable"));
     }
   });
@@ -195,6 +217,8 @@ function onEvent<R extends object>(
   });
 }
 
+const clientEventNames: ReadonlySet<string> = new Set(Object.keys(clientEvents));
+
 /** Wires the client events to the same services the REST routes call. */
 export function handleChatEvents(
   io: ChatServer,
@@ -203,14 +227,24 @@ export function handleChatEvents(
     channels: ChannelsService;
     presence: Presence;
     typingLimiter?: Limiter;
+    /** SOCKET_EVENT_RATE and SOCKET_EVENT_REFUSALS (event-budget.ts). */
+    eventBudget: EventBudget;
     authenticator: Authenticator;
     logger: Logger;
     metrics: Metrics;
   },
 ): void {
-  const { messages, channels, presence, typingLimiter, authenticator, logger, metrics } = deps;
+  const { messages, channels, presence, typingLimiter, eventBudget, authenticator, logger, metrics } = deps;
   io.on("connection", (socket: ChatSocket) => {
     const { id: userId, sessionId } = socket.data.user;
+
+    // Before any handler, for every event of any name: past its budget an event goes no further.
+    budgetEvents(socket, eventBudget, {
+      events: clientEventNames,
+      logger,
+      onRefused: metrics.socketEventRefused,
+      onCut: metrics.abusiveClientDropped,
+    });
 
     // Handlers first, synchronously: an event sent right after connecting must find them.
     onEvent(
@@ -229,14 +263,16 @@ export function handleChatEvents(
       (error) => (error ? metrics.messageRejected("socket", error.code) : metrics.messageAccepted("socket")),
     );
 
+    const refusals = channelRefusals();
     onEvent(socket, "typing", logger, async (payload) => {
       const parsed = typingInputSchema.safeParse(payload);
       if (!parsed.success) throw validationError(parsed.error.issues, "Typing event failed validation");
       const { channelId } = parsed.data;
+      // From memory: one query per session on a cache miss, shared by the events waiting for it.
       await authenticator.current(socket.data.user);
       // The socket's rooms follow membership; only when it is not in the room does the
-      // database say why (NOT_FOUND or FORBIDDEN, as over REST).
-      if (!socket.rooms.has(channelRoom(channelId))) await channels.assertMember(userId, channelId);
+      // database say why (NOT_FOUND or FORBIDDEN, as over REST), once for a while.
+      if (!socket.rooms.has(channelRoom(channelId))) await refusals(channelId, () => channels.assertMember(userId, channelId));
       // Throttled per user and channel: within the window, further typing events are dropped quietly.
       if (await tryConsume(typingLimiter, `${userId}:${channelId}`)) socket.to(channelRoom(channelId)).except(userRoom(userId)).emit("typing", { channelId, userId });
       return {};

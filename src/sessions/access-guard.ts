@@ -13,9 +13,10 @@ export interface AccessState {
 /**
  * The hot-path check behind every authenticated request and socket: is this session
  * still alive, is its user banned, what is the user's current role? Answers come from
- * memory; a miss costs one query. Revocation, bans and role changes call `forget*`
- * (through `Revocations`), so a change is seen at once; `ttlMs` bounds how stale an
- * entry can be if an invalidation from another instance were ever lost.
+ * memory; a miss costs one query, shared by every check of that session made while it runs
+ * (a socket's burst of events must not become a burst of lookups). Revocation, bans and role
+ * changes call `forget*` (through `Revocations`), so a change is seen at once; `ttlMs` bounds
+ * how stale an entry can be if an invalidation from another instance were ever lost.
  */
 export function createAccessGuard({ db, ttlMs = 30_000 }: { db: Db; ttlMs?: number }) {
   const cache = new Map<string, { state: AccessState; expires: number }>();
@@ -24,6 +25,9 @@ export function createAccessGuard({ db, ttlMs = 30_000 }: { db: Db; ttlMs?: numb
   // before the change committed; it answers its own request but is not cached, or the stale
   // state would outlive the invalidation (up to `ttlMs`).
   let generation = 0;
+  // Lookups in flight, by session, with the generation they started in: a check joins one only
+  // if nothing was forgotten since (else it could get the state from before the change).
+  const loading = new Map<string, { userId: number; generation: number; state: Promise<AccessState> }>();
 
   async function load(sessionId: string, userId: number): Promise<AccessState> {
     const row = await db.session.findUnique({
@@ -50,14 +54,27 @@ export function createAccessGuard({ db, ttlMs = 30_000 }: { db: Db; ttlMs?: numb
     async check(sessionId: string, userId: number): Promise<AccessState> {
       const hit = cache.get(sessionId);
       if (hit && hit.expires > Date.now() && hit.state.userId === userId) return hit.state;
+      const pending = loading.get(sessionId);
+      if (pending && pending.userId === userId && pending.generation === generation) return pending.state;
       const started = generation;
-      const state = await load(sessionId, userId);
-      if (generation !== started) return state;
-      cache.set(sessionId, { state, expires: Date.now() + ttlMs });
-      let sessions = sessionsOfUser.get(userId);
-      if (!sessions) sessionsOfUser.set(userId, (sessions = new Set()));
-      sessions.add(sessionId);
-      return state;
+      const entry = {
+        userId,
+        generation: started,
+        state: load(sessionId, userId).then((state) => {
+          if (generation !== started) return state;
+          cache.set(sessionId, { state, expires: Date.now() + ttlMs });
+          let sessions = sessionsOfUser.get(userId);
+          if (!sessions) sessionsOfUser.set(userId, (sessions = new Set()));
+          sessions.add(sessionId);
+          return state;
+        }),
+      };
+      loading.set(sessionId, entry);
+      const settled = () => {
+        if (loading.get(sessionId) === entry) loading.delete(sessionId);
+      };
+      entry.state.then(settled, settled);
+      return entry.state;
     },
     forgetSession,
     forgetUser(userId: number): void {

@@ -23,6 +23,7 @@ export function productionEnv(databaseUrl: string, overrides: Record<string, str
     RATE_LIMIT_MESSAGES_BURST: "off",
     RATE_LIMIT_MESSAGES_SUSTAINED: "off",
     METRICS_TOKEN: testMetricsToken,
+    SOCKET_EVENT_RATE: "off",
     ...overrides,
   };
   return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined));

@@ -34,6 +34,7 @@ export function testConfig(databaseUrl: string, overrides: Record<string, string
     RATE_LIMIT_MESSAGES_SUSTAINED: "off",
     RATE_LIMIT_SUMMARIES: "off",
     METRICS_TOKEN: testMetricsToken,
+    SOCKET_EVENT_RATE: "off",
     ...overrides,
   });
   return { ...config, JWT_SECRET: config.JWT_SECRET ?? testJwtSecret };
