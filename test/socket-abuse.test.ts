@@ -4,7 +4,7 @@ import { loadConfig } from "../src/config.ts";
 import { poolOf } from "../src/lib/db.ts";
 import { createLogger } from "../src/lib/logger.ts";
 import { createTestDatabase } from "./helpers/db.ts";
-import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+import { scrapeMetrics, TEST_TIMEOUT_MS } from "./helpers/env.ts";
 import { apiFor, expectStatus } from "./helpers/http.ts";
 import { until } from "./helpers/locks.ts";
 import { record } from "./helpers/recorder.ts";
@@ -344,7 +344,7 @@ describe("CONNECT sent again on one connection while its handshake runs", () => 
 
 /** The value of one series of the server's /metrics. */
 async function metric(server: TestServer, series: string): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const text = await scrapeMetrics(server.url);
   const line = text.split("\n").find((l) => l.startsWith(`${series} `));
   if (line === undefined) throw new Error(`no ${series} in /metrics`);
   return Number(line.slice(series.length + 1));
