@@ -1,6 +1,7 @@
 import { createAuditService } from "../src/audit/audit.service.ts";
 import { envSchema } from "../src/config.ts";
 import { createDb } from "../src/lib/db.ts";
+import { codePointLabel } from "../src/lib/names.ts";
 import { roleSchema, usernameKey } from "../src/users/users.schemas.ts";
 import { grantRole } from "../src/users/grant-role.ts";
 
@@ -20,9 +21,16 @@ if (!url.success || !url.data) {
 
 const db = createDb(url.data, { poolSize: 1 });
 try {
-  const user = await db.user.findUnique({ where: { usernameKey: usernameKey(username.trim()) } });
+  const typed = username.trim().normalize("NFC");
+  const user = await db.user.findUnique({ where: { usernameKey: usernameKey(typed) } });
   if (!user) {
     console.error(`no user named ${JSON.stringify(username)}`);
+    process.exitCode = 1;
+  } else if (user.username.toLowerCase() !== typed.toLowerCase()) {
+    // The folded key matched, but not merely by case: "ſecadmin" (long s) for "secadmin". On a
+    // terminal the two look alike; the code points show which account this is.
+    const codePoints = [...user.username].map(codePointLabel).join(" ");
+    console.error(`no user named ${JSON.stringify(username)}; the account ${JSON.stringify(user.username)} (${codePoints}) folds to the same name: type its name exactly`);
     process.exitCode = 1;
   } else {
     const changed = await grantRole({ db, audit: createAuditService({ db }) }, [user.username], role.data, "cli");

@@ -9,7 +9,8 @@ import { createRedis, redisConnected } from "./lib/redis.ts";
 import { migrateIfPending } from "./lib/migrate.ts";
 import { serve } from "./server.ts";
 import { createAuditService } from "./audit/audit.service.ts";
-import { grantRole } from "./users/grant-role.ts";
+import { backfillNameSkeletons } from "./lib/name-skeletons.ts";
+import { promoteListedAdmins } from "./users/reserved-names.ts";
 
 // The entry point: read config, build dependencies, serve, and stop cleanly on SIGTERM.
 
@@ -41,9 +42,11 @@ if (dev) {
   if (applied.length > 0) logger.info({ migrations: applied }, "applied migrations");
 }
 
+// Rows stored before look-alike names were one name get their skeletons, before anyone registers here.
+await backfillNameSkeletons(db, logger);
+
 if (config.ADMIN_USERNAMES.length > 0) {
-  const promoted = await grantRole({ db, audit: createAuditService({ db }) }, config.ADMIN_USERNAMES, "admin", "ADMIN_USERNAMES");
-  if (promoted.length > 0) logger.info({ admins: promoted.map((u) => u.username) }, "granted admin from ADMIN_USERNAMES");
+  await promoteListedAdmins({ db, audit: createAuditService({ db }), logger }, config.ADMIN_USERNAMES);
 }
 
 const jwtSecret = config.JWT_SECRET ?? (await devJwtSecret(config.DATA_DIR));

@@ -19,9 +19,9 @@ const sql = t.database.sql;
 const password = "correct horse battery";
 const peer = "127.0.0.1";
 
-// "root" and "ДРУГОЙ" are listed (as "Root" and "другой"), so both register as admins.
-const root = await t.register("root");
-const otherAdmin = await t.register("ДРУГОЙ");
+// Listed names register as admins when spelled exactly as listed (other cases of them are refused).
+const root = await t.register(rootName);
+const otherAdmin = await t.register(otherAdminName);
 
 type PublicUser = Registered["user"];
 type Role = "user" | "moderator" | "admin";
@@ -173,10 +173,10 @@ async function userRoleCliOnce(args: string[], databaseUrl: string) {
 // ---------------------------------------------------------------------------------------------
 
 describe("bootstrap: ADMIN_USERNAMES", () => {
-  test("at registration: listed names (any case, any script) register as admin, with an admin token", async () => {
+  test("at registration: listed names (exactly as listed, any script) register as admin, with an admin token", async () => {
     for (const [user, name] of [
-      [root, "root"],
-      [otherAdmin, "ДРУГОЙ"],
+      [root, rootName],
+      [otherAdmin, otherAdminName],
     ] as const) {
       expect(user.user).toEqual({ id: expect.any(Number), username: name, role: "admin", createdAt: expect.any(String) });
       expect((await userRow(user.user.id)).role).toBe("admin");
@@ -200,7 +200,7 @@ describe("bootstrap: ADMIN_USERNAMES", () => {
   });
 
   test("the listed name in another case is the same account: it cannot be registered twice", async () => {
-    for (const name of ["ROOT", "Root", "другой"]) {
+    for (const name of ["ROOT", "root", "Root", "ДРУГОЙ", "другой"]) {
       const res = await call("POST", "/api/auth/register", undefined, { username: name, password });
       await expectError(res, 409, "USERNAME_TAKEN");
     }
@@ -224,8 +224,9 @@ describe("bootstrap: ADMIN_USERNAMES", () => {
     const [{ id: since }] = await dbSql`SELECT coalesce(max(id), 0)::text AS id FROM audit_log`;
     expect(await roleOf(boss.user.id)).toBe("user");
 
-    // Listed in another case, padded, with an unknown name and an existing admin in the list.
-    const list = ` ${boss.user.username.toUpperCase()} ,${mod.user.username}, nobody_${crypto.randomUUID().slice(0, 6)},seed_admin`;
+    // Padded, with an unknown name, an existing admin, and the bystander in another case (only an
+    // exact name is promoted: another case of it is not that account's name as listed).
+    const list = ` ${boss.user.username} ,${mod.user.username}, nobody_${crypto.randomUUID().slice(0, 6)},seed_admin,${bystander.user.username.toUpperCase()}`;
     const server = await startServer(productionEnv(database.url, { ADMIN_USERNAMES: list }));
     let rows: Json[];
     try {
@@ -242,6 +243,8 @@ describe("bootstrap: ADMIN_USERNAMES", () => {
       );
       const logged = await server.waitForLog((l) => l.msg === "granted admin from ADMIN_USERNAMES");
       expect(((logged.admins as string[]) ?? []).sort()).toEqual([boss.user.username, mod.user.username].sort());
+      const warned = await server.waitForLog((l) => l.msg === "ADMIN_USERNAMES: an account looks like a listed name but is not it; not promoted");
+      expect(warned).toMatchObject({ listed: bystander.user.username.toUpperCase(), account: bystander.user.username, userId: bystander.user.id, role: "user" });
 
       // The promoted account acts as an admin on the running server, with a fresh login.
       const signIn = await call("POST", "/api/auth/login", undefined, { username: boss.user.username, password }, server);
@@ -294,6 +297,19 @@ describe("bootstrap: bun run user:role <username> <role>", () => {
       { actor_id: null, action: "role_change", target_type: "user", target_id: String(target.user.id), ip: null, meta: { from: "moderator", to: "user", via: "cli" } },
     ]);
   }, 60_000);
+
+  test("a name that only folds to an account's (ſ for s) does not change it: exit 1, the account's code points on stderr", async () => {
+    const suffix = crypto.randomUUID().slice(0, 6);
+    // Stored before names were reserved: its folded key is the typed name's.
+    const [{ id }] = await sql`INSERT INTO users (username, username_key, password_hash) VALUES (${`\u017Fquat_${suffix}`}, ${`squat_${suffix}`}, 'x') RETURNING id`;
+    const before = await snapshot();
+    const run = await userRoleCli([`squat_${suffix}`, "admin"], t.database.url);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain("U+017F");
+    expect(run.stdout).toBe("");
+    expect((await userRow(id)).role).toBe("user");
+    expect(await snapshot()).toEqual(before);
+  }, 30_000);
 
   const refused: [label: string, args: (name: string) => string[], code: number, stderr: RegExp][] = [
     ["unknown user", () => [`ghost_${crypto.randomUUID().slice(0, 8)}`, "moderator"], 1, /no user named/],

@@ -1,6 +1,6 @@
 import { createRoute } from "@hono/zod-openapi";
 import { errorResponse, jsonBody, jsonContent, protectedResponses, validationResponses } from "../lib/responses.ts";
-import { authResultSchema, credentialsSchema, refreshBodySchema, tokenPairSchema } from "./auth.schemas.ts";
+import { authResultSchema, credentialsSchema, refreshBodySchema, registrationSchema, tokenPairSchema } from "./auth.schemas.ts";
 
 const limited = { 429: errorResponse("RATE_LIMITED, with Retry-After") };
 
@@ -9,11 +9,11 @@ export const register = createRoute({
   path: "/api/auth/register",
   tags: ["auth"],
   summary: "Create an account and sign in",
-  request: { body: jsonBody(credentialsSchema) },
+  request: { body: jsonBody(registrationSchema) },
   responses: {
     201: jsonContent(authResultSchema, "The new account and its tokens"),
     ...validationResponses,
-    409: errorResponse("USERNAME_TAKEN (case-insensitively)"),
+    409: errorResponse("USERNAME_TAKEN: the name, another case of it or a look-alike (confusable skeleton) is registered, or it is reserved by ADMIN_USERNAMES"),
     413: errorResponse("PAYLOAD_TOO_LARGE"),
     ...limited,
   },

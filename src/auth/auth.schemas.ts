@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import { atMostUnits, codePoints, storableText, storableTextMessage } from "../lib/schemas.ts";
-import { userSchema, usernameSchema } from "../users/users.schemas.ts";
+import { newUsernameSchema, userSchema, usernameSchema } from "../users/users.schemas.ts";
 
 /** api.md §1: 8–128 characters, NFC so the same password typed on any keyboard matches. */
 export const passwordSchema = z
@@ -15,11 +15,17 @@ export const passwordSchema = z
   )
   .openapi({ type: "string", minLength: 8, maxLength: 128, format: "password" });
 
+/** A login: any name an account may have, including one registered before today's rules. */
 export const credentialsSchema = z
   .object({ username: usernameSchema, password: passwordSchema })
   .openapi("Credentials");
 
 export type Credentials = z.output<typeof credentialsSchema>;
+
+/** A registration: the name must also pass the rules for new names (api.md §7 "Names"). */
+export const registrationSchema = z
+  .object({ username: newUsernameSchema, password: passwordSchema })
+  .openapi("Registration");
 
 export const authResultSchema = z
   .object({

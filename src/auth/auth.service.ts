@@ -7,6 +7,8 @@ import { hashPassword, prepareDummyHash, verifyPassword } from "../lib/password.
 import type { LimiterFactory } from "../lib/rate-limit.ts";
 import type { AuthUser, TokenSigner } from "../lib/tokens.ts";
 import type { SessionsService } from "../sessions/sessions.service.ts";
+import { nameSkeleton } from "../lib/names.ts";
+import { reservedNames } from "../users/reserved-names.ts";
 import { toPublicUser, usernameKey, type PublicUser } from "../users/users.schemas.ts";
 import { GENERAL_CHANNEL_ID } from "../channels/general.ts";
 import type { Credentials } from "./auth.schemas.ts";
@@ -19,6 +21,8 @@ export interface AuthResult {
 
 export type AuthService = ReturnType<typeof createAuthService>;
 
+const usernameTaken = () => new AppError("USERNAME_TAKEN", "That username is already taken");
+
 export function createAuthService(deps: {
   db: Db;
   signer: TokenSigner;
@@ -30,7 +34,7 @@ export function createAuthService(deps: {
   onUserCreated?: () => void;
 }) {
   const { db, signer, sessions, audit, config, createLimiter, onUserCreated } = deps;
-  const adminKeys = new Set(config.ADMIN_USERNAMES.map(usernameKey));
+  const reserved = reservedNames(config.ADMIN_USERNAMES);
   const loginFailures = createLimiter("login-failures", config.RATE_LIMIT_LOGIN_FAILURES);
   prepareDummyHash();
 
@@ -40,8 +44,13 @@ export function createAuthService(deps: {
   return {
     /** Creates the account and its first session in one statement. */
     async register({ username, password }: Credentials, ip: string): Promise<AuthResult> {
-      const passwordHash = await hashPassword(password);
       const key = usernameKey(username);
+      const skeleton = nameSkeleton(username);
+      // A listed admin name, or anything that folds or looks like one, is for that exact name alone:
+      // whoever registers it first becomes admin. Refused like a taken name (it is reserved).
+      const listed = reserved.match(username, key, skeleton);
+      if (listed !== undefined && !listed.exact) throw usernameTaken();
+      const passwordHash = await hashPassword(password);
       const session = sessions.newSession();
       // A newcomer's read marker in general starts at the newest message: unread starts at zero.
       const newest = await db.message.findFirst({ where: { channelId: GENERAL_CHANNEL_ID }, orderBy: { id: "desc" }, select: { id: true } });
@@ -51,15 +60,17 @@ export function createAuthService(deps: {
           data: {
             username,
             usernameKey: key,
+            nameSkeleton: skeleton,
             passwordHash,
-            role: adminKeys.has(key) ? "admin" : "user",
+            role: listed?.exact ? "admin" : "user",
             sessions: { create: session.create },
             memberships: { create: { channelId: GENERAL_CHANNEL_ID, lastReadId: newest?.id ?? 0 } },
           },
         });
       } catch (error) {
-        // The unique index on the folded name decides, so two racing registrations cannot both win.
-        if (isUniqueViolation(error, "username_key")) throw new AppError("USERNAME_TAKEN", "That username is already taken");
+        // The unique indexes on the folded name and on the skeleton decide, so two racing registrations
+        // cannot both win. One answer for both: which existing name it resembles is not told.
+        if (isUniqueViolation(error, "username_key") || isUniqueViolation(error, "name_skeleton")) throw usernameTaken();
         throw error;
       }
       await audit.record({ actorId: user.id, action: "register", targetType: "user", targetId: user.id, ip, meta: { role: user.role } });

@@ -25,7 +25,11 @@ export const create = createRoute({
   path: "/api/channels",
   summary: "Create a public or private channel (the creator is its first member)",
   request: { body: jsonBody(createChannelSchema) },
-  responses: { 201: jsonContent(channelSchema, "The new channel"), ...refusals },
+  responses: {
+    201: jsonContent(channelSchema, "The new channel"),
+    ...refusals,
+    409: errorResponse("CHANNEL_NAME_TAKEN: the name, another case of it or a look-alike (confusable skeleton) is general's or a public channel's"),
+  },
 });
 
 export const join = createRoute({

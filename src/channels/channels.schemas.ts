@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import { codePointLabel, invisibleCharacterProblem, withoutEmojiJoiners } from "../lib/names.ts";
 import { atMostUnits, codePoints, idParam, MAX_ID, storableText, storableTextMessage } from "../lib/schemas.ts";
 
 export const channelKindSchema = z.enum(["public", "private", "direct"]);
@@ -16,7 +17,23 @@ export const channelSchema = z
 
 export type ChannelView = z.infer<typeof channelSchema>;
 
-/** Channel names: trimmed, NFC, 1–64 code points, no control characters. */
+/**
+ * Why a channel name is refused for a character that does not show, or changes what the name looks
+ * like (api.md §7 "Names"): the rule for usernames, plus other format characters and line breaks,
+ * which a name of any characters could otherwise hold. Emoji keep their VS16 and ZWJ.
+ */
+function channelNameCharacterProblem(name: string): string | undefined {
+  const text = withoutEmojiJoiners(name);
+  const invisible = invisibleCharacterProblem(text);
+  if (invisible) return invisible;
+  for (const char of text) {
+    if (/\p{Cf}/u.test(char)) return `must not contain format characters (${codePointLabel(char)})`;
+    if (/[\p{Zl}\p{Zp}]/u.test(char)) return `must not contain line or paragraph separators (${codePointLabel(char)})`;
+  }
+  return undefined;
+}
+
+/** Channel names: trimmed, NFC, 1–64 code points, no control, invisible or text-direction characters. */
 export const channelNameSchema = z
   .string({ error: "must be a string" })
   .refine(atMostUnits(1024), "must be at most 64 characters")
@@ -25,7 +42,11 @@ export const channelNameSchema = z
     z
       .string()
       .refine((s) => codePoints(s) >= 1 && codePoints(s) <= 64, "must be 1 to 64 characters")
-      .refine((s) => storableText(s) && !/\p{Cc}/u.test(s), storableTextMessage),
+      .refine((s) => storableText(s) && !/\p{Cc}/u.test(s), storableTextMessage)
+      .superRefine((s, ctx) => {
+        const problem = channelNameCharacterProblem(s);
+        if (problem) ctx.addIssue({ code: "custom", message: problem });
+      }),
   )
   .openapi({ type: "string", minLength: 1, maxLength: 64 });
 

@@ -4,7 +4,8 @@ import { AppError } from "../lib/errors.ts";
 import { authorize } from "../lib/policy.ts";
 import type { AuthUser } from "../lib/tokens.ts";
 import type { ChannelView } from "./channels.schemas.ts";
-import { GENERAL_CHANNEL_ID } from "./general.ts";
+import { nameSkeleton } from "../lib/names.ts";
+import { GENERAL_CHANNEL_ID, GENERAL_CHANNEL_NAME } from "./general.ts";
 
 /** How membership changes reach live sockets (implemented by the realtime layer). */
 export interface MembershipEvents {
@@ -13,6 +14,10 @@ export interface MembershipEvents {
 }
 
 export type ChannelsService = ReturnType<typeof createChannelsService>;
+
+const generalSkeleton = nameSkeleton(GENERAL_CHANNEL_NAME);
+// The same answer whichever channel has the name: the caller may not be able to see it.
+const nameTaken = () => new AppError("CHANNEL_NAME_TAKEN", "A channel with that name, or one that looks like it, exists");
 
 type ChannelRow = { id: number; name: string; kind: "public" | "private" | "direct"; created_at: Date; unread: number };
 
@@ -73,10 +78,28 @@ export function createChannelsService({ db, membership }: { db: Db; membership: 
     assertMember,
     findVisible,
 
+    /**
+     * Names (api.md §7 "Names"): none may look like general's; a public one may not look like another
+     * public one (the partial unique index decides, so two racing creations cannot both win); a
+     * private one may not look like a public one. Private names are not compared with each other,
+     * nor a public name with private ones: that would reveal that such a private channel exists.
+     */
     async create(user: AuthUser, input: { name: string; kind: "public" | "private" }): Promise<ChannelView> {
-      const channel = await db.channel.create({
-        data: { name: input.name, kind: input.kind, createdBy: user.id, members: { create: { userId: user.id } } },
-      });
+      const skeleton = nameSkeleton(input.name);
+      if (skeleton === generalSkeleton) throw nameTaken();
+      if (input.kind === "private") {
+        const publicTwin = await db.channel.findFirst({ where: { kind: "public", nameSkeleton: skeleton }, select: { id: true } });
+        if (publicTwin) throw nameTaken();
+      }
+      let channel;
+      try {
+        channel = await db.channel.create({
+          data: { name: input.name, kind: input.kind, nameSkeleton: skeleton, createdBy: user.id, members: { create: { userId: user.id } } },
+        });
+      } catch (error) {
+        if (isUniqueViolation(error, "name_skeleton")) throw nameTaken();
+        throw error;
+      }
       membership.joined(user.id, channel.id);
       return view(user.id, channel.id);
     },

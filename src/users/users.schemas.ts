@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import { foldCase, invisibleCharacterProblem } from "../lib/names.ts";
 import { atLeastUnits, atMostUnits, codePoints, idParam, limitParam, storableText, storableTextMessage } from "../lib/schemas.ts";
 
 // Letters and digits may carry up to three combining marks each, which scripts such as
@@ -6,25 +7,42 @@ import { atLeastUnits, atMostUnits, codePoints, idParam, limitParam, storableTex
 // cannot stand alone and cannot be stacked into "zalgo" text.
 const usernameChars = /^(?:[\p{L}\p{N}]\p{M}{0,3}|[_.-])+$/u;
 
-/** api.md §1: trimmed, NFC, 3–32 Unicode letters, digits, `_`, `.`, `-`. */
-export const usernameSchema = z
+const usernameText = z
   .string()
   .refine(atMostUnits(512), "must be at most 32 characters")
-  .transform((s) => s.trim().normalize("NFC"))
-  .pipe(
-    z
-      .string()
-      .refine((s) => codePoints(s) >= 3 && codePoints(s) <= 32, "must be 3 to 32 characters")
-      .refine((s) => usernameChars.test(s), "may contain only letters (with their accents), digits, '_', '.' and '-'"),
-  )
+  .transform((s) => s.trim().normalize("NFC"));
+const usernameLength = (s: string) => codePoints(s) >= 3 && codePoints(s) <= 32;
+const usernameCharsMessage = "may contain only letters (with their accents), digits, '_', '.' and '-'";
+
+/**
+ * api.md §1: trimmed, NFC, 3–32 Unicode letters, digits, `_`, `.`, `-`. What a login may name:
+ * accounts registered before the rule on invisible characters (below) still sign in.
+ */
+export const usernameSchema = usernameText
+  .pipe(z.string().refine(usernameLength, "must be 3 to 32 characters").refine((s) => usernameChars.test(s), usernameCharsMessage))
   .openapi({ type: "string", minLength: 3, maxLength: 32, example: "алиса" });
 
 /**
- * The key that makes usernames unique regardless of case. Upper- then lower-casing
- * approximates Unicode full case folding (ß/SS, ς/σ/Σ) with what JavaScript offers.
+ * A name to register: as above, and no invisible, filler or text-direction character (api.md §7
+ * "Names"). U+034F, VS16 and the Hangul fillers pass the letter-and-mark rule, so it is checked
+ * first, and its message names the character.
  */
+export const newUsernameSchema = usernameText
+  .pipe(
+    z
+      .string()
+      .superRefine((s, ctx) => {
+        const problem = invisibleCharacterProblem(s);
+        if (problem) ctx.addIssue({ code: "custom", message: problem });
+      })
+      .refine(usernameLength, "must be 3 to 32 characters")
+      .refine((s) => usernameChars.test(s), usernameCharsMessage),
+  )
+  .openapi({ type: "string", minLength: 3, maxLength: 32, example: "алиса" });
+
+/** The key that makes usernames unique regardless of case ("Alice" is "alice"); see foldCase. */
 export function usernameKey(username: string): string {
-  return username.normalize("NFC").toUpperCase().toLowerCase().normalize("NFC");
+  return foldCase(username);
 }
 
 export const roleSchema = z.enum(["user", "moderator", "admin"]);
