@@ -11,6 +11,7 @@ import type { Db } from "./lib/db.ts";
 import { AppError } from "./lib/errors.ts";
 import type { Logger } from "./lib/logger.ts";
 import { createTokenSigner } from "./lib/tokens.ts";
+import { createPasswordHasher } from "./lib/password.ts";
 import { messagesRouter } from "./messages/messages.index.ts";
 import { createMessagesService } from "./messages/messages.service.ts";
 import { createMessageSearch } from "./messages/messages.search.ts";
@@ -103,10 +104,17 @@ export function createApp(deps: AppDeps) {
       metrics.slowClientDropped(drop.transport);
     },
   });
+  // At most PASSWORD_HASH_CONCURRENCY argon2id runs (64 MiB each) at once; a bounded queue behind them.
+  const hasher = createPasswordHasher({
+    concurrency: config.PASSWORD_HASH_CONCURRENCY,
+    queue: config.PASSWORD_HASH_QUEUE,
+    onRefused: () => metrics.passwordHashRefused(),
+  });
   const metrics = createMetrics({
     connectedSockets: () => io.of("/").sockets.size,
     heldForClients: slowClients.heldBytes,
     redisUp: redisHealth && (() => redisHealth.available),
+    passwordHashing: hasher.stats,
   });
   const sessions = createSessionsService({ db, config, revocations, audit });
   // Another instance's writes never pass through this one, so with Redis history is read from the database.
@@ -118,7 +126,7 @@ export function createApp(deps: AppDeps) {
     audit,
     channels,
     sessions,
-    auth: createAuthService({ db, signer, sessions, audit, config, createLimiter, onUserCreated: users.forgetPages }),
+    auth: createAuthService({ db, signer, sessions, audit, config, createLimiter, hasher, onUserCreated: users.forgetPages }),
     users,
     presence,
     search: createMessageSearch({ db, channels }),

@@ -64,6 +64,10 @@ export const envSchema = z
     TRUST_PROXY: z.coerce.number().int().min(0).max(10).default(0),
     RATE_LIMIT_AUTH_PER_IP: rateLimit.default({ points: 30, durationSeconds: 60 }),
     RATE_LIMIT_LOGIN_FAILURES: rateLimit.default({ points: 10, durationSeconds: 15 * 60 }),
+    /** argon2id hashes and verifications running at once per instance (64 MiB each while they run). */
+    PASSWORD_HASH_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(4),
+    /** Hashes waiting for a turn at most; past it a login, registration or password change is answered 503 at once. */
+    PASSWORD_HASH_QUEUE: z.coerce.number().int().min(0).max(10_000).default(32),
     RATE_LIMIT_MESSAGES_BURST: rateLimit.default({ points: 20, durationSeconds: 10 }),
     RATE_LIMIT_MESSAGES_SUSTAINED: rateLimit.default({ points: 120, durationSeconds: 60 }),
     /** `typing` events relayed per user and channel; the rest are dropped quietly. */

@@ -47,6 +47,8 @@ describe("defaults", () => {
       SOCKET_PING_INTERVAL_MS: 25_000,
       SOCKET_PING_TIMEOUT_MS: 20_000,
       SOCKET_MAX_BUFFERED_BYTES: 1024 * 1024,
+      PASSWORD_HASH_CONCURRENCY: 4,
+      PASSWORD_HASH_QUEUE: 32,
       LOG_LEVEL: "info",
       CORS_ORIGINS: [],
       JWT_SECRET: secret,
@@ -127,6 +129,9 @@ describe("required and validated variables outside development", () => {
     ["DATABASE_TIMEOUT_MS=soon", { DATABASE_TIMEOUT_MS: "soon" }, /^DATABASE_TIMEOUT_MS: /],
     ["SOCKET_PING_INTERVAL_MS=0", { SOCKET_PING_INTERVAL_MS: "0" }, /^SOCKET_PING_INTERVAL_MS: /],
     ["SOCKET_MAX_BUFFERED_BYTES=512 (under 1024)", { SOCKET_MAX_BUFFERED_BYTES: "512" }, /^SOCKET_MAX_BUFFERED_BYTES: /],
+    ["PASSWORD_HASH_CONCURRENCY=0", { PASSWORD_HASH_CONCURRENCY: "0" }, /^PASSWORD_HASH_CONCURRENCY: /],
+    ["PASSWORD_HASH_CONCURRENCY=1.5", { PASSWORD_HASH_CONCURRENCY: "1.5" }, /^PASSWORD_HASH_CONCURRENCY: /],
+    ["PASSWORD_HASH_QUEUE=-1", { PASSWORD_HASH_QUEUE: "-1" }, /^PASSWORD_HASH_QUEUE: /],
     [
       "ping interval + timeout over 240 s (a long poll would outlive Bun's idle limit)",
       { SOCKET_PING_INTERVAL_MS: "200000", SOCKET_PING_TIMEOUT_MS: "40001" },

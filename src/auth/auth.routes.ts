@@ -3,6 +3,8 @@ import { errorResponse, jsonBody, jsonContent, protectedResponses, validationRes
 import { authResultSchema, credentialsSchema, refreshBodySchema, tokenPairSchema } from "./auth.schemas.ts";
 
 const limited = { 429: errorResponse("RATE_LIMITED, with Retry-After") };
+/** Every route that hashes or checks a password (src/lib/password.ts). */
+const busy = { 503: errorResponse("UNAVAILABLE, with Retry-After: too many passwords being checked at once; or the database is away") };
 
 export const register = createRoute({
   method: "post",
@@ -16,6 +18,7 @@ export const register = createRoute({
     409: errorResponse("USERNAME_TAKEN (case-insensitively)"),
     413: errorResponse("PAYLOAD_TOO_LARGE"),
     ...limited,
+    ...busy,
   },
 });
 
@@ -32,6 +35,7 @@ export const login = createRoute({
     403: errorResponse("BANNED"),
     413: errorResponse("PAYLOAD_TOO_LARGE"),
     ...limited,
+    ...busy,
   },
 });
 

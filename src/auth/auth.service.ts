@@ -3,7 +3,7 @@ import type { Config } from "../config.ts";
 import type { User } from "../generated/prisma/client.ts";
 import { isUniqueViolation, type Db } from "../lib/db.ts";
 import { AppError, rateLimited } from "../lib/errors.ts";
-import { hashPassword, prepareDummyHash, verifyPassword } from "../lib/password.ts";
+import { prepareDummyHash, type PasswordHasher } from "../lib/password.ts";
 import type { LimiterFactory } from "../lib/rate-limit.ts";
 import type { AuthUser, TokenSigner } from "../lib/tokens.ts";
 import type { SessionsService } from "../sessions/sessions.service.ts";
@@ -26,10 +26,12 @@ export function createAuthService(deps: {
   audit: AuditService;
   config: Pick<Config, "ADMIN_USERNAMES" | "RATE_LIMIT_LOGIN_FAILURES">;
   createLimiter: LimiterFactory;
+  /** Every argon2id hash and verification goes through it (a bounded number at once). */
+  hasher: PasswordHasher;
   /** A new account exists (the user list's cached pages are out of date). */
   onUserCreated?: () => void;
 }) {
-  const { db, signer, sessions, audit, config, createLimiter, onUserCreated } = deps;
+  const { db, signer, sessions, audit, config, createLimiter, hasher, onUserCreated } = deps;
   const adminKeys = new Set(config.ADMIN_USERNAMES.map(usernameKey));
   const loginFailures = createLimiter("login-failures", config.RATE_LIMIT_LOGIN_FAILURES);
   prepareDummyHash();
@@ -40,7 +42,7 @@ export function createAuthService(deps: {
   return {
     /** Creates the account and its first session in one statement. */
     async register({ username, password }: Credentials, ip: string): Promise<AuthResult> {
-      const passwordHash = await hashPassword(password);
+      const passwordHash = await hasher.hash(password);
       const key = usernameKey(username);
       const session = sessions.newSession();
       // A newcomer's read marker in general starts at the newest message: unread starts at zero.
@@ -78,7 +80,7 @@ export function createAuthService(deps: {
         throw rateLimited("Too many failed logins for this username; try again later", failures.msBeforeNext);
       }
       const user = await db.user.findUnique({ where: { usernameKey: key } });
-      const ok = await verifyPassword(password, user?.passwordHash);
+      const ok = await hasher.verify(password, user?.passwordHash);
       if (!user || !ok) {
         // Counted per folded username; at zero points left, the next attempts are refused above.
         await loginFailures?.penalty(key);

@@ -31,6 +31,8 @@ export function testConfig(databaseUrl: string, overrides: Record<string, string
     RATE_LIMIT_LOGIN_FAILURES: "off",
     RATE_LIMIT_MESSAGES_BURST: "off",
     RATE_LIMIT_MESSAGES_SUSTAINED: "off",
+    // Tests register users by the dozen at once; test/password-hashing.test.ts tests the queue's bound.
+    PASSWORD_HASH_QUEUE: "10000",
     ...overrides,
   });
   return { ...config, JWT_SECRET: config.JWT_SECRET ?? testJwtSecret };
