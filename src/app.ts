@@ -4,6 +4,7 @@ import { requestId } from "hono/request-id";
 import { Server as SocketServer } from "socket.io";
 import { authRouter } from "./auth/auth.index.ts";
 import { createAuthService } from "./auth/auth.service.ts";
+import { createLoginFailures } from "./auth/login-failures.ts";
 import type { Config } from "./config.ts";
 import { healthRouter } from "./health/health.index.ts";
 import { createRouter } from "./lib/create-router.ts";
@@ -126,7 +127,21 @@ export function createApp(deps: AppDeps) {
     audit,
     channels,
     sessions,
-    auth: createAuthService({ db, signer, sessions, audit, config, createLimiter, hasher, onUserCreated: users.forgetPages }),
+    auth: createAuthService({
+      db,
+      signer,
+      sessions,
+      audit,
+      config,
+      hasher,
+      loginFailures: createLoginFailures({
+        createLimiter,
+        config,
+        onDelayed: metrics.loginDelayed,
+        onBackoffStarted: (username) => logger.warn({ username }, "failed logins for this username from many addresses: its logins are slowed down"),
+      }),
+      onUserCreated: users.forgetPages,
+    }),
     users,
     presence,
     search: createMessageSearch({ db, channels }),

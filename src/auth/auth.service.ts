@@ -2,14 +2,14 @@ import type { AuditService } from "../audit/audit.service.ts";
 import type { Config } from "../config.ts";
 import type { User } from "../generated/prisma/client.ts";
 import { isUniqueViolation, type Db } from "../lib/db.ts";
-import { AppError, rateLimited } from "../lib/errors.ts";
+import { AppError } from "../lib/errors.ts";
 import { prepareDummyHash, type PasswordHasher } from "../lib/password.ts";
-import type { LimiterFactory } from "../lib/rate-limit.ts";
 import type { AuthUser, TokenSigner } from "../lib/tokens.ts";
 import type { SessionsService } from "../sessions/sessions.service.ts";
 import { toPublicUser, usernameKey, type PublicUser } from "../users/users.schemas.ts";
 import { GENERAL_CHANNEL_ID } from "../channels/general.ts";
 import type { Credentials } from "./auth.schemas.ts";
+import type { LoginFailures } from "./login-failures.ts";
 
 export interface AuthResult {
   token: string;
@@ -24,17 +24,27 @@ export function createAuthService(deps: {
   signer: TokenSigner;
   sessions: SessionsService;
   audit: AuditService;
-  config: Pick<Config, "ADMIN_USERNAMES" | "RATE_LIMIT_LOGIN_FAILURES">;
-  createLimiter: LimiterFactory;
+  config: Pick<Config, "ADMIN_USERNAMES">;
   /** Every argon2id hash and verification goes through it (a bounded number at once). */
   hasher: PasswordHasher;
+  /** The limits on failed password checks. */
+  loginFailures: LoginFailures;
   /** A new account exists (the user list's cached pages are out of date). */
   onUserCreated?: () => void;
 }) {
-  const { db, signer, sessions, audit, config, createLimiter, hasher, onUserCreated } = deps;
+  const { db, signer, sessions, audit, config, hasher, loginFailures, onUserCreated } = deps;
   const adminKeys = new Set(config.ADMIN_USERNAMES.map(usernameKey));
-  const loginFailures = createLimiter("login-failures", config.RATE_LIMIT_LOGIN_FAILURES);
   prepareDummyHash();
+
+  const failedCheck = (user: User | null, key: string, ip: string) =>
+    audit.record({
+      actorId: user?.id ?? null,
+      action: "login_failed",
+      targetType: user ? "user" : undefined,
+      targetId: user?.id,
+      ip,
+      meta: { username: key },
+    });
 
   const accessToken = (user: User, sessionId: string) =>
     signer.signAccess({ id: user.id, username: user.username, role: user.role, sessionId });
@@ -71,32 +81,21 @@ export function createAuthService(deps: {
 
     /**
      * Unknown user and wrong password are indistinguishable, in answer and in time. Failures
-     * are limited per username, so a password cannot be guessed at speed from many addresses.
+     * are limited per (username, address) and slowed per username (login-failures.ts), so a
+     * password cannot be guessed at speed, and guessing cannot lock the owner out.
      */
     async login({ username, password }: Credentials, ip: string): Promise<AuthResult> {
       const key = usernameKey(username);
-      const failures = await loginFailures?.get(key);
-      if (failures && failures.remainingPoints <= 0) {
-        throw rateLimited("Too many failed logins for this username; try again later", failures.msBeforeNext);
-      }
-      const user = await db.user.findUnique({ where: { usernameKey: key } });
-      const ok = await hasher.verify(password, user?.passwordHash);
-      if (!user || !ok) {
-        // Counted per folded username; at zero points left, the next attempts are refused above.
-        await loginFailures?.penalty(key);
-        await audit.record({
-          actorId: user?.id ?? null,
-          action: "login_failed",
-          targetType: user ? "user" : undefined,
-          targetId: user?.id,
-          ip,
-          meta: { username: key },
-        });
+      const { ok, user } = await loginFailures.check(key, ip, async () => {
+        const user = await db.user.findUnique({ where: { usernameKey: key } });
+        return { ok: (await hasher.verify(password, user?.passwordHash)) && user !== null, user };
+      });
+      if (!ok || !user) {
+        await failedCheck(user, key, ip);
         throw new AppError("INVALID_CREDENTIALS", "Wrong username or password");
       }
       // Only someone who knows the password learns that the account is banned.
       if (user.bannedAt) throw new AppError("BANNED", "This account is banned");
-      await loginFailures?.delete(key);
       const session = sessions.newSession();
       await db.session.create({ data: { ...session.create, userId: user.id } });
       await audit.record({ actorId: user.id, action: "login", targetType: "session", targetId: session.id, ip });

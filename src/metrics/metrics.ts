@@ -99,6 +99,11 @@ export function createMetrics({
     help: "Password checks refused with 503 because PASSWORD_HASH_QUEUE was full",
     registers,
   });
+  const loginsDelayed = new Counter({
+    name: "chat_login_delayed_total",
+    help: "Password checks held back by LOGIN_BACKOFF_DELAY_MS: their username's RATE_LIMIT_LOGIN_FAILURES_GLOBAL was spent",
+    registers,
+  });
   const messages = new Counter({
     name: "chat_messages_total",
     help: "Messages sent, by transport and result (accepted, or rejected with its error code)",
@@ -129,6 +134,9 @@ export function createMetrics({
     },
     passwordHashRefused(): void {
       hashesRefused.inc();
+    },
+    loginDelayed(): void {
+      loginsDelayed.inc();
     },
     slowClientDropped(transport: "websocket" | "polling"): void {
       slowClients.inc({ transport });

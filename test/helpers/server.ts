@@ -29,6 +29,7 @@ export function testConfig(databaseUrl: string, overrides: Record<string, string
     // Every test registers from 127.0.0.1 and sends in bursts; the limit tests turn these on.
     RATE_LIMIT_AUTH_PER_IP: "off",
     RATE_LIMIT_LOGIN_FAILURES: "off",
+    RATE_LIMIT_LOGIN_FAILURES_GLOBAL: "off",
     RATE_LIMIT_MESSAGES_BURST: "off",
     RATE_LIMIT_MESSAGES_SUSTAINED: "off",
     // Tests register users by the dozen at once; test/password-hashing.test.ts tests the queue's bound.
