@@ -1,6 +1,6 @@
 import { createRoute } from "@hono/zod-openapi";
 import { errorResponse, jsonBody, jsonContent, protectedResponses, validationResponses } from "../lib/responses.ts";
-import { authResultSchema, credentialsSchema, refreshBodySchema, tokenPairSchema } from "./auth.schemas.ts";
+import { authResultSchema, credentialsSchema, passwordChangeSchema, refreshBodySchema, tokenPairSchema } from "./auth.schemas.ts";
 
 const limited = { 429: errorResponse("RATE_LIMITED, with Retry-After") };
 /** Every route that hashes or checks a password (src/lib/password.ts). */
@@ -71,3 +71,21 @@ export const logoutAll = createRoute({
   responses: { 204: { description: "Every session ended; live sockets disconnected" }, ...protectedResponses },
 });
 
+
+export const changePassword = createRoute({
+  method: "post",
+  path: "/api/auth/password",
+  tags: ["auth"],
+  summary: "Change the caller's password; every other session of theirs ends",
+  security: [{ bearerAuth: [] }],
+  request: { body: jsonBody(passwordChangeSchema) },
+  responses: {
+    204: { description: "Changed. This session carries on; every other session ended, its sockets disconnected" },
+    ...validationResponses,
+    401: errorResponse("UNAUTHORIZED (token), or INVALID_CREDENTIALS: the current password is wrong (counted as a failed login)"),
+    403: errorResponse("BANNED"),
+    413: errorResponse("PAYLOAD_TOO_LARGE"),
+    ...limited,
+    ...busy,
+  },
+});

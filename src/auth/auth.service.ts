@@ -8,7 +8,7 @@ import type { AuthUser, TokenSigner } from "../lib/tokens.ts";
 import type { SessionsService } from "../sessions/sessions.service.ts";
 import { toPublicUser, usernameKey, type PublicUser } from "../users/users.schemas.ts";
 import { GENERAL_CHANNEL_ID } from "../channels/general.ts";
-import type { Credentials } from "./auth.schemas.ts";
+import type { Credentials, PasswordChange } from "./auth.schemas.ts";
 import type { LoginFailures } from "./login-failures.ts";
 
 export interface AuthResult {
@@ -27,7 +27,7 @@ export function createAuthService(deps: {
   config: Pick<Config, "ADMIN_USERNAMES">;
   /** Every argon2id hash and verification goes through it (a bounded number at once). */
   hasher: PasswordHasher;
-  /** The limits on failed password checks. */
+  /** The limits on failed password checks, login and password change alike. */
   loginFailures: LoginFailures;
   /** A new account exists (the user list's cached pages are out of date). */
   onUserCreated?: () => void;
@@ -36,14 +36,14 @@ export function createAuthService(deps: {
   const adminKeys = new Set(config.ADMIN_USERNAMES.map(usernameKey));
   prepareDummyHash();
 
-  const failedCheck = (user: User | null, key: string, ip: string) =>
+  const failedCheck = (user: User | null, key: string, ip: string, via?: "password_change") =>
     audit.record({
       actorId: user?.id ?? null,
       action: "login_failed",
       targetType: user ? "user" : undefined,
       targetId: user?.id,
       ip,
-      meta: { username: key },
+      meta: via ? { username: key, via } : { username: key },
     });
 
   const accessToken = (user: User, sessionId: string) =>
@@ -112,6 +112,34 @@ export function createAuthService(deps: {
     async logout(refreshToken: string, ip: string): Promise<void> {
       const ended = await sessions.revokeByToken(refreshToken);
       if (ended) await audit.record({ actorId: ended.userId, action: "logout", targetType: "session", targetId: ended.sessionId, ip });
+    },
+
+    /**
+     * A new password for the caller, who proves the current one (a stolen access token alone is
+     * not enough). A wrong current password counts as a failed login. The calling session
+     * carries on; every other session ends and its sockets are cut (whoever else was signed in
+     * is out), in one transaction with the new hash and the audit row.
+     */
+    async changePassword(caller: AuthUser, { currentPassword, newPassword }: PasswordChange, ip: string): Promise<void> {
+      const user = await db.user.findUnique({ where: { id: caller.id } });
+      if (!user) throw new AppError("UNAUTHORIZED", "The account for this token no longer exists");
+      const { ok } = await loginFailures.check(user.usernameKey, ip, async () => ({ ok: await hasher.verify(currentPassword, user.passwordHash) }));
+      if (!ok) {
+        await failedCheck(user, user.usernameKey, ip, "password_change");
+        throw new AppError("INVALID_CREDENTIALS", "The current password is wrong");
+      }
+      const passwordHash = await hasher.hash(newPassword);
+      const ended = await db.$transaction(async (tx) => {
+        // Only over the hash just checked: of two changes at once one wins, and the other's
+        // "current" password is no longer current.
+        const changed = await tx.user.updateMany({ where: { id: user.id, passwordHash: user.passwordHash }, data: { passwordHash } });
+        if (changed.count === 0) return undefined;
+        const ids = await sessions.endOthersOf(user.id, caller.sessionId, "password-change", tx);
+        await audit.record({ actorId: user.id, action: "password_changed", targetType: "user", targetId: user.id, ip, meta: { sessions: ids.length } }, tx);
+        return ids;
+      });
+      if (!ended) throw new AppError("INVALID_CREDENTIALS", "The current password has just been changed");
+      sessions.announceEnded(ended);
     },
 
     /** Ends every session of the caller, this one included. */
