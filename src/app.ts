@@ -4,6 +4,7 @@ import { requestId } from "hono/request-id";
 import { Server as SocketServer } from "socket.io";
 import { authRouter } from "./auth/auth.index.ts";
 import { createAuthService } from "./auth/auth.service.ts";
+import { createLoginFailures } from "./auth/login-failures.ts";
 import type { Config } from "./config.ts";
 import { healthRouter } from "./health/health.index.ts";
 import { createRouter } from "./lib/create-router.ts";
@@ -11,6 +12,7 @@ import type { Db } from "./lib/db.ts";
 import { AppError } from "./lib/errors.ts";
 import type { Logger } from "./lib/logger.ts";
 import { createTokenSigner } from "./lib/tokens.ts";
+import { createPasswordHasher } from "./lib/password.ts";
 import { messagesRouter } from "./messages/messages.index.ts";
 import { createMessagesService } from "./messages/messages.service.ts";
 import { createMessageSearch } from "./messages/messages.search.ts";
@@ -115,10 +117,17 @@ export function createApp(deps: AppDeps) {
       metrics.slowClientDropped(drop.transport);
     },
   });
+  // At most PASSWORD_HASH_CONCURRENCY argon2id runs (64 MiB each) at once; a bounded queue behind them.
+  const hasher = createPasswordHasher({
+    concurrency: config.PASSWORD_HASH_CONCURRENCY,
+    queue: config.PASSWORD_HASH_QUEUE,
+    onRefused: () => metrics.passwordHashRefused(),
+  });
   const metrics = createMetrics({
     connectedSockets: () => io.of("/").sockets.size,
     heldForClients: slowClients.heldBytes,
     redisUp: redisHealth && (() => redisHealth.available),
+    passwordHashing: hasher.stats,
   });
   const sessions = createSessionsService({ db, config, revocations, audit });
   // Another instance's writes never pass through this one, so with Redis history is read from the database.
@@ -130,7 +139,21 @@ export function createApp(deps: AppDeps) {
     audit,
     channels,
     sessions,
-    auth: createAuthService({ db, signer, sessions, audit, config, createLimiter, onUserCreated: users.forgetPages }),
+    auth: createAuthService({
+      db,
+      signer,
+      sessions,
+      audit,
+      config,
+      hasher,
+      loginFailures: createLoginFailures({
+        createLimiter,
+        config,
+        onDelayed: metrics.loginDelayed,
+        onBackoffStarted: (username) => logger.warn({ username }, "failed logins for this username from many addresses: its logins are slowed down"),
+      }),
+      onUserCreated: users.forgetPages,
+    }),
     users,
     presence,
     search: createMessageSearch({ db, channels }),

@@ -63,7 +63,16 @@ export const envSchema = z
     /** How many reverse-proxy hops in front of the service to trust for X-Forwarded-For. */
     TRUST_PROXY: z.coerce.number().int().min(0).max(10).default(0),
     RATE_LIMIT_AUTH_PER_IP: rateLimit.default({ points: 30, durationSeconds: 60 }),
+    /** Failed logins per (folded username, client address); once spent, that address is refused for that username. */
     RATE_LIMIT_LOGIN_FAILURES: rateLimit.default({ points: 10, durationSeconds: 15 * 60 }),
+    /** Failed logins per folded username from every address; once spent, its logins are slowed, never refused. */
+    RATE_LIMIT_LOGIN_FAILURES_GLOBAL: rateLimit.default({ points: 100, durationSeconds: 60 * 60 }),
+    /** The wait before answering a login to a username whose RATE_LIMIT_LOGIN_FAILURES_GLOBAL is spent. */
+    LOGIN_BACKOFF_DELAY_MS: z.coerce.number().int().min(0).max(30_000).default(2_000),
+    /** argon2id hashes and verifications running at once per instance (64 MiB each while they run). */
+    PASSWORD_HASH_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(4),
+    /** Hashes waiting for a turn at most; past it a login, registration or password change is answered 503 at once. */
+    PASSWORD_HASH_QUEUE: z.coerce.number().int().min(0).max(10_000).default(32),
     RATE_LIMIT_MESSAGES_BURST: rateLimit.default({ points: 20, durationSeconds: 10 }),
     RATE_LIMIT_MESSAGES_SUSTAINED: rateLimit.default({ points: 120, durationSeconds: 60 }),
     /** `typing` events relayed per user and channel; the rest are dropped quietly. */

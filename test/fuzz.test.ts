@@ -76,6 +76,8 @@ expect(admin.user.role).toBe("admin");
 const fuzzer = await register();
 const target = await register();
 const castaway = await register();
+// Whose password the password-change bodies change (once; the current one is wrong after that).
+const changer = await register();
 // Sessions of the fuzzer's whose refresh tokens the refresh and logout bodies carry (not the one it calls with).
 const [spareForRefresh, spareForLogout] = [await login(fuzzer.user.username), await login(fuzzer.user.username)];
 const ownMessage = (await post("/api/messages", fuzzer.token, { content: "the fuzzer's own message" }, 201)).id as number;
@@ -158,6 +160,15 @@ interface BodyRoute {
 const bodyRoutes = (): BodyRoute[] => [
   { label: "register", method: "POST", path: () => "/api/auth/register", base: { username: "fuzz_register", password }, runs: 120, concurrency: 2 },
   { label: "login", method: "POST", path: () => "/api/auth/login", base: { username: fuzzer.user.username, password }, runs: 120, concurrency: 2 },
+  {
+    label: "change password",
+    method: "POST",
+    path: () => "/api/auth/password",
+    token: changer.token,
+    base: { currentPassword: password, newPassword: "a fuzzed new password" },
+    runs: 120,
+    concurrency: 2,
+  },
   { label: "refresh", method: "POST", path: () => "/api/auth/refresh", base: { refreshToken: spareForRefresh.refreshToken }, runs: 200 },
   { label: "logout", method: "POST", path: () => "/api/auth/logout", base: { refreshToken: spareForLogout.refreshToken }, runs: 200 },
   {
@@ -615,8 +626,8 @@ describe("REST: every answer is a 2xx or a 4xx in the error shape, never a 5xx",
       "multipart/form-data; boundary=x", "application/x-www-form-urlencoded", "application/octet-stream", "", "*/*",
     ];
     const requests: FuzzRequest[] = [];
-    // Not register and login: their valid bodies cost an argon2id hash each, and nothing here depends on the route.
-    for (const route of bodyRoutes().filter((r) => r.label !== "register" && r.label !== "login")) {
+    // Not register, login and password change: their valid bodies cost an argon2id hash each, and nothing here depends on the route.
+    for (const route of bodyRoutes().filter((r) => !["register", "login", "change password"].includes(r.label))) {
       for (const contentType of contentTypes) {
         for (const body of [toText(new Obj(Object.entries(route.base))), ""]) {
           requests.push({

@@ -10,8 +10,8 @@ import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
 setDefaultTimeout(TEST_TIMEOUT_MS);
 
 // api.md §7 abuse limits: register/login per client IP (X-Forwarded-For only as far as
-// TRUST_PROXY says), login failures per username, messages per user (burst and sustained)
-// over both socket transports and REST alike; all answered with 429 RATE_LIMITED and a
+// TRUST_PROXY says), messages per user (burst and sustained) over both socket transports
+// and REST alike; all answered with 429 RATE_LIMITED and a
 // Retry-After. Windows are short ("3/2s"), and each reset is waited for with the
 // Retry-After the server gave (never more than the window), so the file stays quick.
 
@@ -22,13 +22,10 @@ const [ipServer, peerServer, userServer] = await Promise.all([
   // TRUST_PROXY=1 lets each test take its own address through X-Forwarded-For.
   startTestServer({ env: { RATE_LIMIT_AUTH_PER_IP: "3/2s", TRUST_PROXY: "1" } }),
   startTestServer({ env: { RATE_LIMIT_AUTH_PER_IP: "3/2s", TRUST_PROXY: "0" } }),
-  // The per-user limits (per-IP off). TRUST_PROXY=1 so each login attempt can come from
-  // another address: the failure limit is per username, not per IP.
-  startTestServer({
-    env: { RATE_LIMIT_LOGIN_FAILURES: "3/2s", TRUST_PROXY: "1", RATE_LIMIT_MESSAGES_BURST: "5/2s", RATE_LIMIT_MESSAGES_SUSTAINED: "8/6s" },
-  }),
+  // The per-user message limits (per-IP off).
+  startTestServer({ env: { RATE_LIMIT_MESSAGES_BURST: "5/2s", RATE_LIMIT_MESSAGES_SUSTAINED: "8/6s" } }),
 ]);
-const [loginServer, msgServer] = [userServer, userServer];
+const msgServer = userServer;
 const json = { "content-type": "application/json" };
 
 /** A fresh documentation address (RFC 5737) per call, so tests never share an IP budget. */
@@ -253,70 +250,7 @@ describe("per-IP limit with TRUST_PROXY=0: X-Forwarded-For is ignored", () => {
 
 // ---------------------------------------------------------------------------------------------
 
-// Concurrently: every test has its own usernames, and each attempt comes from a new address.
-describe.concurrent("failed logins per username (RATE_LIMIT_LOGIN_FAILURES=3/2s, per-IP limit off)", () => {
-  const login = async (username: string, pass: string) => post(loginServer, "/api/auth/login", { username, password: pass }, xff(freshIp()));
-  const fail = async (username: string) => expectError(await login(username, "wrong password!"), 401, "INVALID_CREDENTIALS");
-  const succeed = async (username: string) => {
-    const res = await login(username, password);
-    expect({ status: res.status, text: await res.text() }).toMatchObject({ status: 200 });
-  };
-  const registered = async (prefix: string) => (await loginServer.register(uniqueName(prefix), password)).user;
-
-  test("after 3 wrong passwords, even the right password is 429 with Retry-After; from any address; no session is made", async () => {
-    const server = loginServer;
-    const user = await registered("victim");
-    for (let i = 0; i < 3; i++) await fail(user.username);
-    const sessions = await sessionCount(server, user.id);
-    await expectRateLimited(await login(user.username, password), 2);
-    await expectRateLimited(await login(user.username, "wrong password!"), 2);
-    expect(await sessionCount(server, user.id)).toBe(sessions);
-  });
-
-  test("an unknown username is limited the same way (no hint that it does not exist)", async () => {
-    const ghost = uniqueName("ghost");
-    for (let i = 0; i < 3; i++) await fail(ghost);
-    await expectRateLimited(await login(ghost, password), 2);
-  });
-
-  test("another username is unaffected", async () => {
-    const [blocked, bystander] = [await registered("blocked"), await registered("bystander")];
-    for (let i = 0; i < 3; i++) await fail(blocked.username);
-    await expectRateLimited(await login(blocked.username, password), 2);
-    await fail(bystander.username);
-    await succeed(bystander.username);
-    await succeed(bystander.username);
-  });
-
-  test("the username counts case-insensitively", async () => {
-    const user = await registered("Casey");
-    const spellings = [user.username, user.username.toLowerCase(), user.username.toUpperCase()];
-    expect(new Set(spellings).size).toBe(3);
-    for (const spelling of spellings) await fail(spelling);
-    for (const spelling of spellings) await expectRateLimited(await login(spelling, password), 2);
-  });
-
-  test("after Retry-After seconds, the right password logs in", async () => {
-    const user = await registered("patient");
-    for (let i = 0; i < 3; i++) await fail(user.username);
-    const retryAfter = await expectRateLimited(await login(user.username, password), 2);
-    await waitOut(retryAfter);
-    await succeed(user.username);
-  });
-
-  test("a successful login resets the count: 2 failures, success, 2 failures → a 3rd failure is still 401, then 429", async () => {
-    const user = await registered("reset");
-    await fail(user.username);
-    await fail(user.username);
-    await succeed(user.username);
-    await fail(user.username);
-    await fail(user.username);
-    // Five failures in the window, but only two since the success: not blocked.
-    await fail(user.username);
-    // Three since the success: now blocked, so the counter still counts after a reset.
-    await expectRateLimited(await login(user.username, password), 2);
-  });
-});
+// Failed logins, per username and address: test/login-limits.test.ts.
 
 // ---------------------------------------------------------------------------------------------
 

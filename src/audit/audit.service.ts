@@ -9,6 +9,8 @@ export const auditActions = [
   "refresh_reuse",
   "logout",
   "logout_all",
+  /** The caller changed their password: meta.sessions is the number of their other sessions ended. */
+  "password_changed",
   "role_change",
   "ban",
   "unban",

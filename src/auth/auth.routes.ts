@@ -1,8 +1,10 @@
 import { createRoute } from "@hono/zod-openapi";
 import { errorResponse, jsonBody, jsonContent, protectedResponses, validationResponses } from "../lib/responses.ts";
-import { authResultSchema, credentialsSchema, refreshBodySchema, registrationSchema, tokenPairSchema } from "./auth.schemas.ts";
+import { authResultSchema, credentialsSchema, passwordChangeSchema, refreshBodySchema, registrationSchema, tokenPairSchema } from "./auth.schemas.ts";
 
 const limited = { 429: errorResponse("RATE_LIMITED, with Retry-After") };
+/** Every route that hashes or checks a password (src/lib/password.ts). */
+const busy = { 503: errorResponse("UNAVAILABLE, with Retry-After: too many passwords being checked at once; or the database is away") };
 
 export const register = createRoute({
   method: "post",
@@ -16,6 +18,7 @@ export const register = createRoute({
     409: errorResponse("USERNAME_TAKEN: the name, another case of it or a look-alike (confusable skeleton) is registered, or it is reserved by ADMIN_USERNAMES"),
     413: errorResponse("PAYLOAD_TOO_LARGE"),
     ...limited,
+    ...busy,
   },
 });
 
@@ -32,6 +35,7 @@ export const login = createRoute({
     403: errorResponse("BANNED"),
     413: errorResponse("PAYLOAD_TOO_LARGE"),
     ...limited,
+    ...busy,
   },
 });
 
@@ -67,3 +71,21 @@ export const logoutAll = createRoute({
   responses: { 204: { description: "Every session ended; live sockets disconnected" }, ...protectedResponses },
 });
 
+
+export const changePassword = createRoute({
+  method: "post",
+  path: "/api/auth/password",
+  tags: ["auth"],
+  summary: "Change the caller's password; every other session of theirs ends",
+  security: [{ bearerAuth: [] }],
+  request: { body: jsonBody(passwordChangeSchema) },
+  responses: {
+    204: { description: "Changed. This session carries on; every other session ended, its sockets disconnected" },
+    ...validationResponses,
+    401: errorResponse("UNAUTHORIZED (token), or INVALID_CREDENTIALS: the current password is wrong (counted as a failed login)"),
+    403: errorResponse("BANNED"),
+    413: errorResponse("PAYLOAD_TOO_LARGE"),
+    ...limited,
+    ...busy,
+  },
+});

@@ -27,6 +27,19 @@ export const registrationSchema = z
   .object({ username: newUsernameSchema, password: passwordSchema })
   .openapi("Registration");
 
+/** POST /api/auth/password: the new password under the same policy as at registration. */
+export const passwordChangeSchema = z
+  .object({ currentPassword: passwordSchema, newPassword: passwordSchema })
+  .refine((body) => body.newPassword !== body.currentPassword, {
+    path: ["newPassword"],
+    message: "must differ from currentPassword",
+    // Only once both are valid passwords: a short one already has its own message.
+    when: (payload) => payload.issues.length === 0,
+  })
+  .openapi("PasswordChange");
+
+export type PasswordChange = z.output<typeof passwordChangeSchema>;
+
 export const authResultSchema = z
   .object({
     token: z.string().openapi({ description: "HS256 JWT access token" }),

@@ -2,16 +2,16 @@ import type { AuditService } from "../audit/audit.service.ts";
 import type { Config } from "../config.ts";
 import type { User } from "../generated/prisma/client.ts";
 import { isUniqueViolation, type Db } from "../lib/db.ts";
-import { AppError, rateLimited } from "../lib/errors.ts";
-import { hashPassword, prepareDummyHash, verifyPassword } from "../lib/password.ts";
-import type { LimiterFactory } from "../lib/rate-limit.ts";
+import { AppError } from "../lib/errors.ts";
+import { prepareDummyHash, type PasswordHasher } from "../lib/password.ts";
 import type { AuthUser, TokenSigner } from "../lib/tokens.ts";
 import type { SessionsService } from "../sessions/sessions.service.ts";
 import { nameSkeleton } from "../lib/names.ts";
 import { reservedNames } from "../users/reserved-names.ts";
 import { toPublicUser, usernameKey, type PublicUser } from "../users/users.schemas.ts";
 import { GENERAL_CHANNEL_ID } from "../channels/general.ts";
-import type { Credentials } from "./auth.schemas.ts";
+import type { Credentials, PasswordChange } from "./auth.schemas.ts";
+import type { LoginFailures } from "./login-failures.ts";
 
 export interface AuthResult {
   token: string;
@@ -28,15 +28,27 @@ export function createAuthService(deps: {
   signer: TokenSigner;
   sessions: SessionsService;
   audit: AuditService;
-  config: Pick<Config, "ADMIN_USERNAMES" | "RATE_LIMIT_LOGIN_FAILURES">;
-  createLimiter: LimiterFactory;
+  config: Pick<Config, "ADMIN_USERNAMES">;
+  /** Every argon2id hash and verification goes through it (a bounded number at once). */
+  hasher: PasswordHasher;
+  /** The limits on failed password checks, login and password change alike. */
+  loginFailures: LoginFailures;
   /** A new account exists (the user list's cached pages are out of date). */
   onUserCreated?: () => void;
 }) {
-  const { db, signer, sessions, audit, config, createLimiter, onUserCreated } = deps;
+  const { db, signer, sessions, audit, config, hasher, loginFailures, onUserCreated } = deps;
   const reserved = reservedNames(config.ADMIN_USERNAMES);
-  const loginFailures = createLimiter("login-failures", config.RATE_LIMIT_LOGIN_FAILURES);
   prepareDummyHash();
+
+  const failedCheck = (user: User | null, key: string, ip: string, via?: "password_change") =>
+    audit.record({
+      actorId: user?.id ?? null,
+      action: "login_failed",
+      targetType: user ? "user" : undefined,
+      targetId: user?.id,
+      ip,
+      meta: via ? { username: key, via } : { username: key },
+    });
 
   const accessToken = (user: User, sessionId: string) =>
     signer.signAccess({ id: user.id, username: user.username, role: user.role, sessionId });
@@ -50,7 +62,7 @@ export function createAuthService(deps: {
       // whoever registers it first becomes admin. Refused like a taken name (it is reserved).
       const listed = reserved.match(username, key, skeleton);
       if (listed !== undefined && !listed.exact) throw usernameTaken();
-      const passwordHash = await hashPassword(password);
+      const passwordHash = await hasher.hash(password);
       const session = sessions.newSession();
       // A newcomer's read marker in general starts at the newest message: unread starts at zero.
       const newest = await db.message.findFirst({ where: { channelId: GENERAL_CHANNEL_ID }, orderBy: { id: "desc" }, select: { id: true } });
@@ -80,32 +92,21 @@ export function createAuthService(deps: {
 
     /**
      * Unknown user and wrong password are indistinguishable, in answer and in time. Failures
-     * are limited per username, so a password cannot be guessed at speed from many addresses.
+     * are limited per (username, address) and slowed per username (login-failures.ts), so a
+     * password cannot be guessed at speed, and guessing cannot lock the owner out.
      */
     async login({ username, password }: Credentials, ip: string): Promise<AuthResult> {
       const key = usernameKey(username);
-      const failures = await loginFailures?.get(key);
-      if (failures && failures.remainingPoints <= 0) {
-        throw rateLimited("Too many failed logins for this username; try again later", failures.msBeforeNext);
-      }
-      const user = await db.user.findUnique({ where: { usernameKey: key } });
-      const ok = await verifyPassword(password, user?.passwordHash);
-      if (!user || !ok) {
-        // Counted per folded username; at zero points left, the next attempts are refused above.
-        await loginFailures?.penalty(key);
-        await audit.record({
-          actorId: user?.id ?? null,
-          action: "login_failed",
-          targetType: user ? "user" : undefined,
-          targetId: user?.id,
-          ip,
-          meta: { username: key },
-        });
+      const { ok, user } = await loginFailures.check(key, ip, async () => {
+        const user = await db.user.findUnique({ where: { usernameKey: key } });
+        return { ok: (await hasher.verify(password, user?.passwordHash)) && user !== null, user };
+      });
+      if (!ok || !user) {
+        await failedCheck(user, key, ip);
         throw new AppError("INVALID_CREDENTIALS", "Wrong username or password");
       }
       // Only someone who knows the password learns that the account is banned.
       if (user.bannedAt) throw new AppError("BANNED", "This account is banned");
-      await loginFailures?.delete(key);
       const session = sessions.newSession();
       await db.session.create({ data: { ...session.create, userId: user.id } });
       await audit.record({ actorId: user.id, action: "login", targetType: "session", targetId: session.id, ip });
@@ -122,6 +123,34 @@ export function createAuthService(deps: {
     async logout(refreshToken: string, ip: string): Promise<void> {
       const ended = await sessions.revokeByToken(refreshToken);
       if (ended) await audit.record({ actorId: ended.userId, action: "logout", targetType: "session", targetId: ended.sessionId, ip });
+    },
+
+    /**
+     * A new password for the caller, who proves the current one (a stolen access token alone is
+     * not enough). A wrong current password counts as a failed login. The calling session
+     * carries on; every other session ends and its sockets are cut (whoever else was signed in
+     * is out), in one transaction with the new hash and the audit row.
+     */
+    async changePassword(caller: AuthUser, { currentPassword, newPassword }: PasswordChange, ip: string): Promise<void> {
+      const user = await db.user.findUnique({ where: { id: caller.id } });
+      if (!user) throw new AppError("UNAUTHORIZED", "The account for this token no longer exists");
+      const { ok } = await loginFailures.check(user.usernameKey, ip, async () => ({ ok: await hasher.verify(currentPassword, user.passwordHash) }));
+      if (!ok) {
+        await failedCheck(user, user.usernameKey, ip, "password_change");
+        throw new AppError("INVALID_CREDENTIALS", "The current password is wrong");
+      }
+      const passwordHash = await hasher.hash(newPassword);
+      const ended = await db.$transaction(async (tx) => {
+        // Only over the hash just checked: of two changes at once one wins, and the other's
+        // "current" password is no longer current.
+        const changed = await tx.user.updateMany({ where: { id: user.id, passwordHash: user.passwordHash }, data: { passwordHash } });
+        if (changed.count === 0) return undefined;
+        const ids = await sessions.endOthersOf(user.id, caller.sessionId, "password-change", tx);
+        await audit.record({ actorId: user.id, action: "password_changed", targetType: "user", targetId: user.id, ip, meta: { sessions: ids.length } }, tx);
+        return ids;
+      });
+      if (!ended) throw new AppError("INVALID_CREDENTIALS", "The current password has just been changed");
+      sessions.announceEnded(ended);
     },
 
     /** Ends every session of the caller, this one included. */

@@ -1,25 +1,76 @@
+import pLimit from "p-limit";
+import { AppError } from "./errors.ts";
+
 /** argon2id through Bun's built-in, with its defaults (64 MiB, t=2). */
-export function hashPassword(password: string): Promise<string> {
-  return Bun.password.hash(password, { algorithm: "argon2id" });
-}
+const argon2id = (password: string) => Bun.password.hash(password, { algorithm: "argon2id" });
 
 // Verified against when the username is unknown, so a miss costs the same as a
 // wrong password and response time does not reveal which accounts exist. Made once,
 // ahead of the first login (see `prepareDummyHash`), so even that one is not slower.
 let dummyHash: Promise<string> | undefined;
 
-const getDummyHash = () => (dummyHash ??= hashPassword(crypto.randomUUID()));
+const getDummyHash = () => (dummyHash ??= argon2id(crypto.randomUUID()));
 
 /** Computes the dummy hash in the background; called when the auth service is built. */
 export function prepareDummyHash(): void {
   void getDummyHash();
 }
 
-/** Checks `password` against `hash`, or against a dummy hash when there is no account. */
-export async function verifyPassword(password: string, hash: string | undefined): Promise<boolean> {
-  if (hash === undefined) {
-    await Bun.password.verify(password, await getDummyHash());
-    return false;
+export type PasswordHasher = ReturnType<typeof createPasswordHasher>;
+
+/** What the gate is doing, for /metrics. */
+export interface HashingStats {
+  inFlight: number;
+  /** The most in flight at once since start: never above `concurrency`. */
+  inFlightMax: number;
+  queued: number;
+}
+
+/**
+ * Every hash and verification passes through one gate per instance: each takes 64 MiB while
+ * it runs, so at most `concurrency` run at once (a login storm cannot take the memory, whatever
+ * the number of cores Bun's thread pool has), at most `queue` wait for a turn, and any more are
+ * refused at once with 503 UNAVAILABLE and Retry-After: a quick "come back" beats a queue that
+ * grows without bound while every caller waits longer.
+ */
+export function createPasswordHasher({ concurrency, queue, onRefused }: { concurrency: number; queue: number; onRefused?: () => void }) {
+  const limit = pLimit(concurrency);
+  const stats: HashingStats = { inFlight: 0, inFlightMax: 0, queued: 0 };
+
+  function gated<T>(work: () => Promise<T>): Promise<T> {
+    // pendingCount is exact at this point: p-limit takes a free slot synchronously.
+    if (limit.activeCount >= concurrency && limit.pendingCount >= queue) {
+      onRefused?.();
+      return Promise.reject(new AppError("UNAVAILABLE", "The server is busy checking passwords; retry in a moment", undefined, 1));
+    }
+    stats.queued++;
+    return limit(async () => {
+      stats.queued--;
+      stats.inFlight++;
+      stats.inFlightMax = Math.max(stats.inFlightMax, stats.inFlight);
+      try {
+        return await work();
+      } finally {
+        stats.inFlight--;
+      }
+    });
   }
-  return Bun.password.verify(password, hash);
+
+  return {
+    stats: (): Readonly<HashingStats> => stats,
+
+    hash(password: string): Promise<string> {
+      return gated(() => argon2id(password));
+    },
+
+    /** Checks `password` against `hash`, or against a dummy hash when there is no account. */
+    async verify(password: string, hash: string | undefined): Promise<boolean> {
+      if (hash === undefined) {
+        const dummy = await getDummyHash();
+        await gated(() => Bun.password.verify(password, dummy));
+        return false;
+      }
+      return gated(() => Bun.password.verify(password, hash));
+    },
+  };
 }

@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { HashingStats } from "../lib/password.ts";
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
@@ -10,11 +11,14 @@ export function createMetrics({
   connectedSockets,
   heldForClients,
   redisUp,
+  passwordHashing,
 }: {
   connectedSockets: () => number;
   /** What the process holds for Socket.IO clients that have not read it yet (slow-clients.ts). */
   heldForClients: () => { total: number; max: number };
   redisUp?: () => boolean;
+  /** The password-hashing gate (src/lib/password.ts). */
+  passwordHashing?: () => Readonly<HashingStats>;
 }) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
@@ -86,6 +90,30 @@ export function createMetrics({
       },
     });
   }
+  if (passwordHashing) {
+    const hashingGauge = (name: string, help: string, read: (s: Readonly<HashingStats>) => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read(passwordHashing()));
+        },
+      });
+    hashingGauge("chat_password_hashes_in_flight", "argon2id hashes and verifications running now (64 MiB each)", (s) => s.inFlight);
+    hashingGauge("chat_password_hashes_in_flight_max", "The most argon2id runs at once since start (at most PASSWORD_HASH_CONCURRENCY)", (s) => s.inFlightMax);
+    hashingGauge("chat_password_hashes_queued", "Password checks waiting for a turn (at most PASSWORD_HASH_QUEUE)", (s) => s.queued);
+  }
+  const hashesRefused = new Counter({
+    name: "chat_password_hashes_refused_total",
+    help: "Password checks refused with 503 because PASSWORD_HASH_QUEUE was full",
+    registers,
+  });
+  const loginsDelayed = new Counter({
+    name: "chat_login_delayed_total",
+    help: "Password checks held back by LOGIN_BACKOFF_DELAY_MS: their username's RATE_LIMIT_LOGIN_FAILURES_GLOBAL was spent",
+    registers,
+  });
   const messages = new Counter({
     name: "chat_messages_total",
     help: "Messages sent, by transport and result (accepted, or rejected with its error code)",
@@ -113,6 +141,12 @@ export function createMetrics({
       const labels = { method, route, status: String(status) };
       httpRequests.inc(labels);
       httpDuration.observe(labels, seconds);
+    },
+    passwordHashRefused(): void {
+      hashesRefused.inc();
+    },
+    loginDelayed(): void {
+      loginsDelayed.inc();
     },
     slowClientDropped(transport: "websocket" | "polling"): void {
       slowClients.inc({ transport });

@@ -1,14 +1,17 @@
 import type { AuditService } from "../audit/audit.service.ts";
 import type { Config } from "../config.ts";
-import type { User } from "../generated/prisma/client.ts";
+import type { Prisma, User } from "../generated/prisma/client.ts";
 import type { Db } from "../lib/db.ts";
 import { AppError } from "../lib/errors.ts";
 import { hashRefreshToken, newRefreshToken } from "../lib/tokens.ts";
 import type { Revocations } from "./revocations.ts";
 
-export type RevokeReason = "logout" | "logout-all" | "refresh-reuse" | "ban";
+export type RevokeReason = "logout" | "logout-all" | "refresh-reuse" | "ban" | "password-change";
 
 export type SessionsService = ReturnType<typeof createSessionsService>;
+
+/** The pool or an interactive transaction. */
+type Writer = Pick<Db, "session">;
 
 /**
  * Sessions are refresh-token families (OAuth 2.0 security BCP): every refresh spends the
@@ -29,12 +32,18 @@ export function createSessionsService(deps: {
     return { refreshToken, tokenHash: hashRefreshToken(refreshToken) };
   }
 
-  async function revokeWhere(where: { id?: string; userId?: number }, reason: RevokeReason): Promise<string[]> {
-    const active = await db.session.findMany({ where: { ...where, revokedAt: null }, select: { id: true } });
+  /** Marks the live sessions `where` picks as revoked, through `writer` (a transaction, or the pool); returns their ids. */
+  async function endWhere(where: Prisma.SessionWhereInput, reason: RevokeReason, writer: Writer = db): Promise<string[]> {
+    const active = await writer.session.findMany({ where: { ...where, revokedAt: null }, select: { id: true } });
     const ids = active.map((s) => s.id);
     if (ids.length > 0) {
-      await db.session.updateMany({ where: { id: { in: ids }, revokedAt: null }, data: { revokedAt: new Date(), revokedReason: reason } });
+      await writer.session.updateMany({ where: { id: { in: ids }, revokedAt: null }, data: { revokedAt: new Date(), revokedReason: reason } });
     }
+    return ids;
+  }
+
+  async function revokeWhere(where: Prisma.SessionWhereInput, reason: RevokeReason): Promise<string[]> {
+    const ids = await endWhere(where, reason);
     revocations.sessionsEnded(ids);
     return ids;
   }
@@ -100,6 +109,21 @@ export function createSessionsService(deps: {
     /** Revokes every live session of a user; returns their ids. */
     revokeAllOf(userId: number, reason: RevokeReason): Promise<string[]> {
       return revokeWhere({ userId }, reason);
+    },
+
+    /**
+     * Marks every live session of a user but `keepSessionId` revoked, inside the caller's
+     * transaction; returns their ids for `announceEnded` once it has committed. Announced earlier,
+     * a dropped cache entry could be refilled from the rows not yet committed and keep an ended
+     * session alive for the cache's lifetime.
+     */
+    endOthersOf(userId: number, keepSessionId: string, reason: RevokeReason, tx: Writer): Promise<string[]> {
+      return endWhere({ userId, id: { not: keepSessionId } }, reason, tx);
+    },
+
+    /** Drops the ended sessions' cached access and cuts their sockets (see `endOthersOf`). */
+    announceEnded(sessionIds: string[]): void {
+      revocations.sessionsEnded(sessionIds);
     },
   };
 }

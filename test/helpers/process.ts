@@ -20,6 +20,7 @@ export function productionEnv(databaseUrl: string, overrides: Record<string, str
     LOG_LEVEL: "info",
     RATE_LIMIT_AUTH_PER_IP: "off",
     RATE_LIMIT_LOGIN_FAILURES: "off",
+    RATE_LIMIT_LOGIN_FAILURES_GLOBAL: "off",
     RATE_LIMIT_MESSAGES_BURST: "off",
     RATE_LIMIT_MESSAGES_SUSTAINED: "off",
     METRICS_TOKEN: testMetricsToken,
