@@ -2,7 +2,7 @@ import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { expectError } from "./helpers/expect-error.ts";
 import { expectRateLimited, metricValue } from "./helpers/rate-limited.ts";
 import { startTestServer, uniqueName, type TestServer } from "./helpers/server.ts";
-import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+import { scrapeMetrics, TEST_TIMEOUT_MS } from "./helpers/env.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -56,7 +56,7 @@ async function failedLoginRows(server: TestServer, usernameKey: string): Promise
 }
 
 async function delayedLogins(server: TestServer): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const text = await scrapeMetrics(server.url);
   const value = metricValue(text, "chat_login_delayed_total");
   if (value === undefined) throw new Error("no chat_login_delayed_total in /metrics");
   return value;

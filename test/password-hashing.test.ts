@@ -4,7 +4,7 @@ import { createTestDatabase } from "./helpers/db.ts";
 import { productionEnv, registerAt, startServerProcess } from "./helpers/process.ts";
 import { expectRetryable, metricValue } from "./helpers/rate-limited.ts";
 import { uniqueName } from "./helpers/server.ts";
-import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+import { scrapeMetrics, TEST_TIMEOUT_MS } from "./helpers/env.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -60,7 +60,7 @@ describe(`a storm of ${storm} concurrent logins (PASSWORD_HASH_CONCURRENCY=${con
         }),
       );
       const after = await memory(pid);
-      const metrics = await (await fetch(`${server.url}/metrics`)).text();
+      const metrics = await scrapeMetrics(server.url);
 
       const byStatus: Record<number, number> = {};
       for (const { status } of answers) byStatus[status] = (byStatus[status] ?? 0) + 1;
