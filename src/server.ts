@@ -54,7 +54,7 @@ export function maxRequestBodyBytes(config: Pick<Config, "BODY_LIMIT_BYTES" | "S
 
 /** Serves REST and Socket.IO on one port with one `Bun.serve`. */
 export function serve(
-  { app, io, services, lifecycle, slowClients }: App,
+  { app, io, services, lifecycle, slowClients, handshakes }: App,
   config: Pick<
     Config,
     | "PORT"
@@ -76,6 +76,7 @@ export function serve(
     cors: config.CORS_ORIGINS.length > 0 ? { origin: corsOrigin(config.CORS_ORIGINS) } : undefined,
   });
   io.bind(engine);
+  handshakes.watch(engine);
 
   const { websocket } = engine.handler();
   const server = Bun.serve({
@@ -94,6 +95,17 @@ export function serve(
       // acks) but new handshakes are turned away.
       if (lifecycle.draining && isHandshake) return handshakeRefused();
       if (isBadUpgrade(request)) return engineBadRequest();
+      if (isHandshake) {
+        // Only a GET can open a session (the engine refuses any other method by itself).
+        if (request.method !== "GET") return engine.handleRequest(request, bunServer);
+        const refused = await handshakes.admit(request, bunServer);
+        if (refused) return refused;
+        try {
+          return await engine.handleRequest(request, bunServer);
+        } finally {
+          handshakes.finished(request);
+        }
+      }
       const bounded = await boundedPoll(request, config.SOCKET_MAX_BUFFER_BYTES);
       return bounded instanceof Response ? bounded : engine.handleRequest(bounded, bunServer);
     },
