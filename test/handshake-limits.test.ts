@@ -43,6 +43,11 @@ async function rawHandshake(server: TestServer, ip: string, query = ""): Promise
   return { res: new Response(text, { status: res.status, headers: res.headers }), sid, text };
 }
 
+/** Ends a raw session (an Engine.IO close packet), so it holds no place afterwards. */
+async function closeSession(server: TestServer, sid: string | undefined): Promise<void> {
+  await (await fetch(`${polling(server)}&sid=${sid}`, { method: "POST", body: "1" })).body?.cancel();
+}
+
 /** A session opened over a websocket from `ip` that never connects to a namespace; resolves once open. */
 function rawWebsocketSession(server: TestServer, ip: string): Promise<{ ws: WebSocket; closed: Promise<void> }> {
   const ws = new WebSocket(`${server.url.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket`, { headers: { "x-forwarded-for": ip } } as never);
@@ -211,7 +216,7 @@ describe("SOCKET_HANDSHAKE_RATE_PER_IP: new sessions per client address", () => 
     for (let i = 0; i < 5; i++) {
       const { res, sid } = await rawHandshake(limited, flooder);
       expect(res.status).toBe(200);
-      await (await fetch(`${polling(limited)}&sid=${sid}`, { method: "POST", body: "1" })).body?.cancel();
+      await closeSession(limited, sid);
     }
     // The sixth, over the transport under test, is refused before the engine sees it.
     const { token } = await limited.register();
@@ -233,7 +238,7 @@ describe("SOCKET_HANDSHAKE_RATE_PER_IP: new sessions per client address", () => 
     const statuses = results.map((r) => r.res.status);
     expect(statuses.filter((s) => s === 200)).toHaveLength(5);
     expect(statuses.filter((s) => s === 429)).toHaveLength(35);
-    for (const { sid } of results) if (sid) await (await fetch(`${polling(limited)}&sid=${sid}`, { method: "POST", body: "1" })).body?.cancel();
+    for (const { sid } of results) if (sid) await closeSession(limited, sid);
   });
 });
 
@@ -269,8 +274,24 @@ describe("SOCKET_MAX_PENDING_PER_IP and SOCKET_CONNECT_TIMEOUT_MS: sessions not 
     expect(await metric(pendingCapped, "socketio_engine_sessions")).toBe(sessionsBefore + 1);
 
     // The address may open sessions again.
-    expect((await rawHandshake(pendingCapped, holder)).res.status).toBe(200);
+    const again = await rawHandshake(pendingCapped, holder);
+    expect(again.res.status).toBe(200);
+    await closeSession(pendingCapped, again.sid);
     other.disconnect();
+  });
+
+  test("a polling session that sends a refused CONNECT and stops polling is closed at the connect timeout too", async () => {
+    const holder = freshIp();
+    const before = await metric(pendingCapped, "socketio_pending_handshakes");
+    const { sid } = await rawHandshake(pendingCapped, holder);
+    const connect = await fetch(`${polling(pendingCapped)}&sid=${sid}`, { method: "POST", body: `40${JSON.stringify({ token: "not a token" })}`, headers: { "x-forwarded-for": holder } });
+    expect(await connect.text()).toBe("ok");
+    expect(await metric(pendingCapped, "socketio_pending_handshakes")).toBe(before + 1);
+    // Its CONNECT_ERROR waits for a poll that never comes, so a graceful close would never finish; the
+    // pongs it keeps sending would hold it past the ping timeout too. Closed after 3 s all the same:
+    const pong = async () => (await fetch(`${polling(pendingCapped)}&sid=${sid}`, { method: "POST", body: "3" })).status;
+    expect(await settle(pong, 400, 10_000)).toBe(400);
+    expect(await metric(pendingCapped, "socketio_pending_handshakes")).toBe(before);
   });
 
   test("handshakes refused by authentication give their places back", async () => {

@@ -20,6 +20,8 @@ type ChatSocket = Parameters<Parameters<ChatServer["use"]>[0]>[0];
 interface Slot {
   address: string;
   session?: EngineSocket;
+  /** Ends the session if it is still pending at the connect timeout. */
+  deadline?: ReturnType<typeof setTimeout>;
   released: boolean;
 }
 
@@ -80,6 +82,7 @@ export function handshakeLimits(
     const left = (pendingByAddress.get(slot.address) ?? 1) - 1;
     if (left > 0) pendingByAddress.set(slot.address, left);
     else pendingByAddress.delete(slot.address);
+    clearTimeout(slot.deadline);
     if (slot.session) slotOfSession.delete(slot.session);
   };
 
@@ -124,6 +127,11 @@ export function handshakeLimits(
         if (!slot || slot.released) return;
         slot.session = session;
         slotOfSession.set(session, slot);
+        // Socket.IO's connect timeout (its timer, set first, fires first) closes the session
+        // gracefully: after the packets waiting for it are written. A polling client that stopped
+        // polling never collects them (a CONNECT_ERROR, say), and the session would live on until
+        // its ping timeout (45 s by default); so whatever is still pending then is closed outright.
+        slot.deadline = setTimeout(() => session.transport.close(), connectTimeoutMs);
       });
     },
     pending: () => pendingTotal,
