@@ -242,6 +242,25 @@ describe("SOCKET_HANDSHAKE_RATE_PER_IP: new sessions per client address", () => 
   });
 });
 
+describe("with Redis, the handshake rate is one budget for every instance", () => {
+  test("3 handshakes per address over two instances: the 4th is refused on either", async () => {
+    const prefix = `test:${crypto.randomUUID().slice(0, 8)}:`;
+    const env = { TRUST_PROXY: "1", SOCKET_HANDSHAKE_RATE_PER_IP: "3/30s" };
+    const a = await startTestServer({ redisPrefix: prefix, env });
+    const b = await startTestServer({ redisPrefix: prefix, database: a.database, env });
+    const ip = freshIp();
+    const statuses: number[] = [];
+    for (const server of [a, b, a, b]) {
+      const { res, sid } = await rawHandshake(server, ip);
+      statuses.push(res.status);
+      if (sid) await closeSession(server, sid);
+    }
+    expect(statuses).toEqual([200, 200, 200, 429]);
+    await expectRateLimited((await rawHandshake(a, ip)).res, 30);
+    expect((await rawHandshake(b, freshIp())).res.status).toBe(200);
+  });
+});
+
 describe("SOCKET_MAX_PENDING_PER_IP and SOCKET_CONNECT_TIMEOUT_MS: sessions not yet authenticated", () => {
   test("3 sessions from one address that never connect: the 4th is refused 429, another address connects; all 3 counted, and closed after the connect timeout", async () => {
     const holder = freshIp();
