@@ -95,11 +95,12 @@ export function handshakeLimits(
   return {
     async admit(request, server) {
       const address = clientIp(request.headers.get("x-forwarded-for") ?? undefined, server.requestIP(request)?.address, trustedHops);
-      // Taken before the rate check's await, so a burst of concurrent handshakes cannot all pass the cap.
       if (maxPendingPerIp !== null && (pendingByAddress.get(address) ?? 0) >= maxPendingPerIp) {
+        // A place frees up within the connect timeout at the latest.
         const wait = rateLimited("Too many connections from this address are still handshaking; try again later", connectTimeoutMs);
         return refusal(request, wait);
       }
+      // Taken before the rate check's await, so a burst of concurrent handshakes cannot all pass the cap.
       const slot = take(address);
       try {
         await consumeOrThrow(limiter, address, "Too many connection attempts from this address; try again later");
