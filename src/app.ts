@@ -27,6 +27,7 @@ import { requireJsonBody } from "./middleware/json-body.ts";
 import { observeRequests } from "./middleware/observe-requests.ts";
 import { createMetrics } from "./metrics/metrics.ts";
 import { guardSlowClients } from "./realtime/slow-clients.ts";
+import { capSocketsPerUser, handshakeLimits } from "./realtime/handshake-limits.ts";
 import { countRestMessages, logMetricsAccess, metricsAccess, metricsRouter } from "./metrics/metrics.index.ts";
 import { requireAuth as requireAuthMiddleware } from "./middleware/require-auth.ts";
 import { limitPerIp, resolveClientIp } from "./middleware/client-ip.ts";
@@ -79,10 +80,21 @@ export interface AppDeps {
 export function createApp(deps: AppDeps) {
   const { config, db, logger, redis } = deps;
   // The Redis client prefixes every key with REDIS_KEY_PREFIX, the adapter's stream included.
-  const io: ChatServer = new SocketServer(redis ? { adapter: createAdapter(forStreamsAdapter(redis), { streamName: "socket.io" }) } : {});
+  const io: ChatServer = new SocketServer({
+    // A session that has not authenticated by then is closed (api.md §7 Connections); Socket.IO's default is 45 s.
+    connectTimeout: config.SOCKET_CONNECT_TIMEOUT_MS,
+    ...(redis ? { adapter: createAdapter(forStreamsAdapter(redis), { streamName: "socket.io" }) } : {}),
+  });
   // Logs each Redis outage once and feeds /readyz; meanwhile every user of Redis does without it (api.md §9).
   const redisHealth = redis ? watchRedis(redis, logger) : undefined;
   const createLimiter = limiterFactory(redis);
+  // Checked in server.ts before the engine sees a handshake (per address: rate, sessions not yet authenticated).
+  const handshakes = handshakeLimits(io, {
+    limiter: createLimiter("socket-handshake-ip", config.SOCKET_HANDSHAKE_RATE_PER_IP),
+    maxPendingPerIp: config.SOCKET_MAX_PENDING_PER_IP,
+    trustedHops: config.TRUST_PROXY,
+    connectTimeoutMs: config.SOCKET_CONNECT_TIMEOUT_MS,
+  });
   const signer = createTokenSigner(config.JWT_SECRET, config.JWT_ACCESS_TTL);
   const guard = createAccessGuard({ db });
   const authenticator = createAuthenticator(signer, guard);
@@ -125,6 +137,8 @@ export function createApp(deps: AppDeps) {
   });
   const metrics = createMetrics({
     connectedSockets: () => io.of("/").sockets.size,
+    pendingHandshakes: handshakes.pending,
+    engineSessions: handshakes.sessions,
     heldForClients: slowClients.heldBytes,
     redisUp: redisHealth && (() => redisHealth.available),
     passwordHashing: hasher.stats,
@@ -181,6 +195,8 @@ export function createApp(deps: AppDeps) {
 
   authenticateSockets(io, authenticator);
   loadSocketChannels(io, db);
+  // The last io.use guard: a socket it admits connects in the same tick, so its count is exact.
+  capSocketsPerUser(io, { max: config.SOCKET_MAX_PER_USER, connectTimeoutMs: config.SOCKET_CONNECT_TIMEOUT_MS });
   handleChatEvents(io, {
     messages: services.messages,
     channels,
@@ -246,7 +262,7 @@ export function createApp(deps: AppDeps) {
   mountApiDocs(app);
   logMetricsAccess(logger, metricsAccess(config));
 
-  return { app, api, io, services, lifecycle, logger, metrics, slowClients };
+  return { app, api, io, services, lifecycle, logger, metrics, slowClients, handshakes };
 }
 
 /** The REST API's type, for a typed `hono/client` (`hc<AppType>(url)`): see src/client.ts. */

@@ -33,6 +33,14 @@ const rateLimit = z
 
 export type RateLimitSetting = z.output<typeof rateLimit>;
 
+/** A positive whole number, or "off" (no cap: null). */
+const cap = z
+  .string()
+  .trim()
+  .regex(/^(off|\d+)$/, 'a whole number such as "50", or "off"')
+  .transform((value) => (value === "off" ? null : Number(value)))
+  .pipe(z.number().int().min(1, "must be at least 1").nullable());
+
 const list = z
   .string()
   .default("")
@@ -109,6 +117,14 @@ export const envSchema = z
     SOCKET_PING_TIMEOUT_MS: z.coerce.number().int().min(100).default(20_000),
     /** Bytes the server holds for one client that is not reading; past it the client is disconnected. */
     SOCKET_MAX_BUFFERED_BYTES: z.coerce.number().int().min(1024).default(1024 * 1024),
+    /** How long a new Engine.IO session may take to connect (authenticate) before it is closed (Socket.IO's connectTimeout). */
+    SOCKET_CONNECT_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(10_000),
+    /** New Engine.IO sessions (handshakes) per client address; past it 429 RATE_LIMITED. */
+    SOCKET_HANDSHAKE_RATE_PER_IP: rateLimit.default({ points: 600, durationSeconds: 60 }),
+    /** Engine.IO sessions of one client address open at once and not yet authenticated; past it 429 RATE_LIMITED. */
+    SOCKET_MAX_PENDING_PER_IP: cap.default(200),
+    /** Sockets of one user connected to this instance at once; past it connect_error "Too many connections". */
+    SOCKET_MAX_PER_USER: cap.default(50),
     /** An OpenAI-compatible chat-completions server (api.md §10): "http://host:8080/v1". Unset: LLM features off. */
     LLM_BASE_URL: z.url({ protocol: /^https?$/, error: "an http:// or https:// URL" }).optional(),
     LLM_API_KEY: z.string().min(1).optional(),

@@ -3,7 +3,7 @@ import { corsOrigin, type App } from "./app.ts";
 import type { Config } from "./config.ts";
 import { drainingHeaders, shuttingDown } from "./middleware/draining.ts";
 import { enableNativeFanout } from "./realtime/native-fanout.ts";
-import { engineBadRequest, isBadUpgrade, oversizedPoll } from "./realtime/socket-requests.ts";
+import { boundedPoll, engineBadRequest, isBadUpgrade } from "./realtime/socket-requests.ts";
 
 export interface RunningServer {
   /** Base URL, e.g. http://127.0.0.1:41234 */
@@ -41,15 +41,27 @@ export function httpIdleTimeoutSeconds(config: Pick<Config, "SOCKET_PING_INTERVA
   return Math.min(255, Math.ceil((config.SOCKET_PING_INTERVAL_MS + config.SOCKET_PING_TIMEOUT_MS) / 1000) + 15);
 }
 
+/**
+ * Bun.serve's `maxRequestBodySize`, a backstop for any body nothing else counts (Bun's default is
+ * 128 MiB). The service's own limits answer first, in their own shapes, and count a chunked body as
+ * it streams (hono's bodyLimit for REST, `boundedPoll` for polling), so no body past them is held.
+ * Bun refuses one past this by itself, with a bare 413 before the service sees a declared one, so it
+ * sits well above both limits: twice the larger, and at least 1 MiB.
+ */
+export function maxRequestBodyBytes(config: Pick<Config, "BODY_LIMIT_BYTES" | "SOCKET_MAX_BUFFER_BYTES">): number {
+  return Math.max(2 ** 20, 2 * Math.max(config.BODY_LIMIT_BYTES, config.SOCKET_MAX_BUFFER_BYTES));
+}
+
 /** Serves REST and Socket.IO on one port with one `Bun.serve`. */
 export function serve(
-  { app, io, services, lifecycle, slowClients }: App,
+  { app, io, services, lifecycle, slowClients, handshakes }: App,
   config: Pick<
     Config,
     | "PORT"
     | "HOST"
     | "CORS_ORIGINS"
     | "SOCKET_MAX_BUFFER_BYTES"
+    | "BODY_LIMIT_BYTES"
     | "SHUTDOWN_TIMEOUT_MS"
     | "SOCKET_PING_INTERVAL_MS"
     | "SOCKET_PING_TIMEOUT_MS"
@@ -64,6 +76,7 @@ export function serve(
     cors: config.CORS_ORIGINS.length > 0 ? { origin: corsOrigin(config.CORS_ORIGINS) } : undefined,
   });
   io.bind(engine);
+  handshakes.watch(engine);
 
   const { websocket } = engine.handler();
   const server = Bun.serve({
@@ -71,15 +84,30 @@ export function serve(
     hostname: config.HOST,
     websocket: slowClients.websocketHandler(websocket),
     idleTimeout: httpIdleTimeoutSeconds(config),
-    fetch(request, bunServer) {
+    maxRequestBodySize: maxRequestBodyBytes(config),
+    async fetch(request, bunServer) {
       const url = new URL(request.url);
       const isSocket = url.pathname.startsWith(socketPath);
       if (!isSocket) return app.fetch(request, { server: bunServer });
+      // As the engine decides it: no sid, or an empty one (`?sid=`), opens a new session.
+      const isHandshake = !url.searchParams.get("sid");
       // While draining, existing Socket.IO sessions keep polling (to collect their last
       // acks) but new handshakes are turned away.
-      if (lifecycle.draining && !url.searchParams.has("sid")) return handshakeRefused();
+      if (lifecycle.draining && isHandshake) return handshakeRefused();
       if (isBadUpgrade(request)) return engineBadRequest();
-      return engine.handleRequest(oversizedPoll(request, config.SOCKET_MAX_BUFFER_BYTES) ?? request, bunServer);
+      if (isHandshake) {
+        // Only a GET can open a session (the engine refuses any other method by itself).
+        if (request.method !== "GET") return engine.handleRequest(request, bunServer);
+        const refused = await handshakes.admit(request, bunServer);
+        if (refused) return refused;
+        try {
+          return await engine.handleRequest(request, bunServer);
+        } finally {
+          handshakes.finished(request);
+        }
+      }
+      const bounded = await boundedPoll(request, config.SOCKET_MAX_BUFFER_BYTES);
+      return bounded instanceof Response ? bounded : engine.handleRequest(bounded, bunServer);
     },
   });
   // Broadcasts to websocket clients: one encode and one Bun publish per room (see native-fanout.ts).

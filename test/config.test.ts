@@ -54,6 +54,10 @@ describe("defaults", () => {
       LOGIN_BACKOFF_DELAY_MS: 2_000,
       PASSWORD_HASH_CONCURRENCY: 4,
       PASSWORD_HASH_QUEUE: 32,
+      SOCKET_CONNECT_TIMEOUT_MS: 10_000,
+      SOCKET_HANDSHAKE_RATE_PER_IP: { points: 600, durationSeconds: 60 },
+      SOCKET_MAX_PENDING_PER_IP: 200,
+      SOCKET_MAX_PER_USER: 50,
       LOG_LEVEL: "info",
       CORS_ORIGINS: [],
       // Issue 15: moderation has slots of its own, summaries a per-user limit, and a failing model fails closed.
@@ -152,6 +156,13 @@ describe("required and validated variables outside development", () => {
     ["PASSWORD_HASH_CONCURRENCY=0", { PASSWORD_HASH_CONCURRENCY: "0" }, /^PASSWORD_HASH_CONCURRENCY: /],
     ["PASSWORD_HASH_CONCURRENCY=1.5", { PASSWORD_HASH_CONCURRENCY: "1.5" }, /^PASSWORD_HASH_CONCURRENCY: /],
     ["PASSWORD_HASH_QUEUE=-1", { PASSWORD_HASH_QUEUE: "-1" }, /^PASSWORD_HASH_QUEUE: /],
+    ["SOCKET_CONNECT_TIMEOUT_MS=50 (under 100)", { SOCKET_CONNECT_TIMEOUT_MS: "50" }, /^SOCKET_CONNECT_TIMEOUT_MS: /],
+    ["SOCKET_CONNECT_TIMEOUT_MS=120000 (over 60 s)", { SOCKET_CONNECT_TIMEOUT_MS: "120000" }, /^SOCKET_CONNECT_TIMEOUT_MS: /],
+    ["SOCKET_HANDSHAKE_RATE_PER_IP=many", { SOCKET_HANDSHAKE_RATE_PER_IP: "many" }, /^SOCKET_HANDSHAKE_RATE_PER_IP: /],
+    ["SOCKET_MAX_PENDING_PER_IP=0", { SOCKET_MAX_PENDING_PER_IP: "0" }, /^SOCKET_MAX_PENDING_PER_IP: /],
+    ["SOCKET_MAX_PENDING_PER_IP=-5", { SOCKET_MAX_PENDING_PER_IP: "-5" }, /^SOCKET_MAX_PENDING_PER_IP: /],
+    ["SOCKET_MAX_PER_USER=1.5", { SOCKET_MAX_PER_USER: "1.5" }, /^SOCKET_MAX_PER_USER: /],
+    ["SOCKET_MAX_PER_USER=lots", { SOCKET_MAX_PER_USER: "lots" }, /^SOCKET_MAX_PER_USER: /],
     [
       "ping interval + timeout over 240 s (a long poll would outlive Bun's idle limit)",
       { SOCKET_PING_INTERVAL_MS: "200000", SOCKET_PING_TIMEOUT_MS: "40001" },
@@ -171,6 +182,17 @@ describe("required and validated variables outside development", () => {
     expect(config.LOG_LEVEL).toBe("debug");
     expect(config.DATABASE_URL).toBe("postgres://u@h/db");
     expect(config.BODY_LIMIT_BYTES).toBe(2048);
+  });
+
+  test("connection limits: numbers, N/duration and off pass through", () => {
+    const config = loadConfig({ ...prod, SOCKET_HANDSHAKE_RATE_PER_IP: "20/10s", SOCKET_MAX_PENDING_PER_IP: "off", SOCKET_MAX_PER_USER: " 7 ", SOCKET_CONNECT_TIMEOUT_MS: "2500" });
+    expect([config.SOCKET_HANDSHAKE_RATE_PER_IP, config.SOCKET_MAX_PENDING_PER_IP, config.SOCKET_MAX_PER_USER, config.SOCKET_CONNECT_TIMEOUT_MS]).toEqual([
+      { points: 20, durationSeconds: 10 },
+      null,
+      7,
+      2500,
+    ]);
+    expect(loadConfig({ ...prod, SOCKET_HANDSHAKE_RATE_PER_IP: "off", SOCKET_MAX_PER_USER: "off" })).toMatchObject({ SOCKET_HANDSHAKE_RATE_PER_IP: null, SOCKET_MAX_PER_USER: null });
   });
 
   test("Redis and metrics settings: defaults, and accepted values pass through", () => {

@@ -426,8 +426,9 @@ describe("malformed long-polling requests get a 4xx, and one session's garbage e
   });
 
   // The engine reads a polling body whole before comparing its length with SOCKET_MAX_BUFFER_BYTES:
-  // a 100 MiB POST cost some 200 MiB. server.ts refuses one whose Content-Length is surely over the
-  // limit before a byte of it is read (realtime/socket-requests.ts).
+  // a 100 MiB POST cost some 200 MiB. Bun refuses one declared past its maxRequestBodySize before a
+  // byte of it is read, and server.ts counts the rest as they stream (realtime/socket-requests.ts;
+  // chunked bodies in test/handshake-limits.test.ts).
   test("a 100 MiB POST to a live polling session is refused without being held in memory", async () => {
     const sid = await openPolling(owner.token);
     const before = residentBytes(service.proc.pid);

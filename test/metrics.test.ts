@@ -42,6 +42,8 @@ describe("GET /metrics", () => {
       "http_requests_total",
       "http_request_duration_seconds",
       "socketio_connected_sockets",
+      "socketio_pending_handshakes",
+      "socketio_engine_sessions",
       "socketio_buffered_bytes",
       "socketio_buffered_bytes_max",
       "socketio_slow_clients_dropped_total",

@@ -44,7 +44,8 @@ export function asyncApiDocument(about: { title: string; version: string }) {
       version: about.version,
       description:
         "Socket.IO v4 at /socket.io/ on the REST port (polling and websocket). Handshake: `io(url, { auth: { token } })`; " +
-        "a missing or bad token fails with `connect_error` whose message is exactly `Unauthorized`. " +
+        "a missing or bad token fails with `connect_error` whose message is exactly `Unauthorized`; " +
+        "a user who already has SOCKET_MAX_PER_USER sockets connected gets `Too many connections`. " +
         "An event's ack, if the client passes one, is its last argument (`x-ack`); without one, refusals arrive as `<event>:error`.",
     },
     servers: { local: { host: "localhost:3000", protocol: "ws", pathname: "/socket.io/" } },

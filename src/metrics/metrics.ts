@@ -9,11 +9,17 @@ export type Metrics = ReturnType<typeof createMetrics>;
  */
 export function createMetrics({
   connectedSockets,
+  pendingHandshakes,
+  engineSessions,
   heldForClients,
   redisUp,
   passwordHashing,
 }: {
   connectedSockets: () => number;
+  /** Engine.IO handshakes and sessions not authenticated yet (handshake-limits.ts). */
+  pendingHandshakes: () => number;
+  /** Engine.IO sessions open, authenticated or not. */
+  engineSessions: () => number;
   /** What the process holds for Socket.IO clients that have not read it yet (slow-clients.ts). */
   heldForClients: () => { total: number; max: number };
   redisUp?: () => boolean;
@@ -43,6 +49,22 @@ export function createMetrics({
     registers,
     collect() {
       this.set(connectedSockets());
+    },
+  });
+  new Gauge({
+    name: "socketio_pending_handshakes",
+    help: "Engine.IO handshakes and sessions not authenticated yet (each ends within SOCKET_CONNECT_TIMEOUT_MS)",
+    registers,
+    collect() {
+      this.set(pendingHandshakes());
+    },
+  });
+  new Gauge({
+    name: "socketio_engine_sessions",
+    help: "Engine.IO sessions open on this instance, authenticated or not",
+    registers,
+    collect() {
+      this.set(engineSessions());
     },
   });
   new Gauge({

@@ -17,18 +17,48 @@ export function engineBadRequest(): Response {
 }
 
 /**
- * A polling POST whose declared size is surely over the packet limit: the engine would read the whole
- * body before refusing it (a 100 MiB body costs 200 MiB). It compares UTF-16 code units with the
- * limit, and one code unit takes at most 3 bytes of UTF-8, so only a body over 3 × the limit in bytes
- * is sure to be refused. Returns a stand-in request, with a body just over the limit and not a byte of
- * the original read, that takes the engine's own path for an oversized payload: 413, and the session
- * closed, as if it had read it.
+ * A polling POST with its body read here, counted in bytes as it arrives, whatever its framing
+ * (`Content-Length` or chunked): the engine itself reads a body whole before comparing its length
+ * with the limit, so a chunked POST of 120 MiB was held whole (Bun lets a body reach 128 MiB).
+ * Up to `maxPacketBytes` it comes back as a request with the bytes read; past it (declared or
+ * counted), the rest is not read and a stand-in comes back whose body is just over the limit, so
+ * the engine takes its own path for an oversized payload: 413, and the session closed. Bytes are
+ * what engine.io-client splits its polling payloads by (the `maxPayload` of the handshake) and what
+ * the websocket limit counts. A client that goes away mid-body gets the engine's 400.
  */
-export function oversizedPoll(request: Request, maxPacketBytes: number): Request | undefined {
-  if (request.method !== "POST") return undefined;
-  const declared = Number(request.headers.get("content-length") ?? 0);
-  if (!(declared > 3 * maxPacketBytes)) return undefined;
-  const headers = new Headers(request.headers);
+export async function boundedPoll(request: Request, maxPacketBytes: number): Promise<Request | Response> {
+  if (request.method !== "POST" || request.body === null) return request;
+  const declared = request.headers.get("content-length");
+  if (declared !== null && Number(declared) > maxPacketBytes) return oversized(request, maxPacketBytes);
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > maxPacketBytes) {
+        // Bun stops taking the rest from the connection; it is never buffered.
+        reader.cancel().catch(() => undefined);
+        return oversized(request, maxPacketBytes);
+      }
+      chunks.push(value);
+    }
+  } catch {
+    return engineBadRequest();
+  }
+  return new Request(request.url, { method: "POST", headers: withoutFraming(request.headers), body: Buffer.concat(chunks, size) });
+}
+
+function oversized(request: Request, maxPacketBytes: number): Request {
+  return new Request(request.url, { method: "POST", headers: withoutFraming(request.headers), body: "x".repeat(maxPacketBytes + 1) });
+}
+
+/** The headers, less those describing the original body (the copy has its own). */
+function withoutFraming(original: Headers): Headers {
+  const headers = new Headers(original);
   headers.delete("content-length");
-  return new Request(request.url, { method: "POST", headers, body: "x".repeat(maxPacketBytes + 1) });
+  headers.delete("transfer-encoding");
+  return headers;
 }

@@ -38,6 +38,7 @@ export function testConfig(databaseUrl: string, overrides: Record<string, string
     SOCKET_EVENT_RATE: "off",
     // Tests register users by the dozen at once; test/password-hashing.test.ts tests the queue's bound.
     PASSWORD_HASH_QUEUE: "10000",
+    SOCKET_HANDSHAKE_RATE_PER_IP: "off",
     ...overrides,
   });
   return { ...config, JWT_SECRET: config.JWT_SECRET ?? testJwtSecret };
