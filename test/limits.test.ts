@@ -2,6 +2,7 @@ import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { clientIp } from "../src/lib/client-ip.ts";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { expectError } from "./helpers/expect-error.ts";
+import { expectRateLimited } from "./helpers/rate-limited.ts";
 import { isMessage, record, type Recorded } from "./helpers/recorder.ts";
 import { nextEvent, sendWithAck, startTestServer, transports, uniqueName, type ChatClient, type Json, type TestServer, type Transport } from "./helpers/server.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
@@ -44,31 +45,6 @@ function post(server: TestServer, path: string, body: unknown, headers: Record<s
 }
 
 const xff = (value: string | undefined): Record<string, string> => (value === undefined ? {} : { "x-forwarded-for": value });
-
-/**
- * A 429 in the §0 shape plus `retryAfter`: the `Retry-After` header is whole seconds, at
- * least 1 and at most the window, and `error.retryAfter` is the same number. Returns it.
- */
-async function expectRateLimited(res: Response, windowSeconds: number): Promise<number> {
-  const text = await res.text();
-  let body: Json;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    throw new Error(`not JSON (${res.status}): ${text}`);
-  }
-  expect({ status: res.status, code: body?.error?.code, text }).toMatchObject({ status: 429, code: "RATE_LIMITED" });
-  const header = res.headers.get("retry-after");
-  expect(header ?? "").toMatch(/^[1-9]\d*$/);
-  const seconds = Number(header);
-  expect(seconds).toBeLessThanOrEqual(windowSeconds);
-  expect(Object.keys(body.error).sort()).toEqual(["code", "message", "retryAfter"]);
-  expect(body.error.retryAfter).toBe(seconds);
-  // The rest is exactly §0's shape (request id, content type, no internals).
-  const { retryAfter: _, ...rest } = body.error;
-  await expectError(new Response(JSON.stringify({ error: rest }), { status: res.status, headers: res.headers }), 429, "RATE_LIMITED");
-  return seconds;
-}
 
 /** The socket ack/message:error form of the same refusal; returns retryAfter. */
 function expectRateLimitedError(error: unknown, windowSeconds: number): number {
