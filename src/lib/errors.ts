@@ -32,7 +32,7 @@ export interface ErrorBody {
   code: ErrorCode;
   message: string;
   details?: ErrorDetail[];
-  /** With RATE_LIMITED: seconds until a retry can succeed (also the Retry-After header). */
+  /** With RATE_LIMITED: seconds until a retry can succeed (also the Retry-After header, which a 503 may carry alone). */
   retryAfter?: number;
 }
 
@@ -58,7 +58,8 @@ export class AppError extends Error {
   toBody(): ErrorBody {
     const body: ErrorBody = { code: this.code, message: this.message };
     if (this.details) body.details = this.details;
-    if (this.retryAfter !== undefined) body.retryAfter = this.retryAfter;
+    // In the body for RATE_LIMITED only (api.md §0); any code with a wait sends the Retry-After header.
+    if (this.retryAfter !== undefined && this.code === "RATE_LIMITED") body.retryAfter = this.retryAfter;
     return body;
   }
 }

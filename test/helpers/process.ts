@@ -21,6 +21,7 @@ export function productionEnv(databaseUrl: string, overrides: Record<string, str
     RATE_LIMIT_LOGIN_FAILURES: "off",
     RATE_LIMIT_MESSAGES_BURST: "off",
     RATE_LIMIT_MESSAGES_SUSTAINED: "off",
+    RATE_LIMIT_SEARCH: "off",
     ...overrides,
   };
   return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined));

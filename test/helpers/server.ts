@@ -31,6 +31,7 @@ export function testConfig(databaseUrl: string, overrides: Record<string, string
     RATE_LIMIT_LOGIN_FAILURES: "off",
     RATE_LIMIT_MESSAGES_BURST: "off",
     RATE_LIMIT_MESSAGES_SUSTAINED: "off",
+    RATE_LIMIT_SEARCH: "off",
     ...overrides,
   });
   return { ...config, JWT_SECRET: config.JWT_SECRET ?? testJwtSecret };
