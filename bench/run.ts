@@ -1,11 +1,11 @@
 /**
- * `bun run bench`: the four scenarios of bench/README.md against the service and the
+ * `bun run bench`: the scenarios of bench/README.md against the service and the
  * reference (and, for the read path, a bare Bun.serve hello-world), each server in its own
  * process on a fresh copy of one seeded database, each load generator in another.
  * Prints the results and writes bench/RESULTS.md.
  *
  *   --smoke            seconds of tiny load (what `bun test` runs, so the suite cannot rot)
- *   --only=a,b         some of ingest, fanout, read, capacity
+ *   --only=a,b         some of ingest, fanout, read, capacity, search
  *   --out=FILE         where the Markdown goes (default bench/RESULTS.md)
  *   --json=FILE        also the raw figures as JSON
  */
@@ -14,10 +14,11 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { createTemplate, postgresVersion } from "./lib/database.ts";
 import { toMarkdown, type Results } from "./lib/report.ts";
-import { capacity, fanout, fullSizes, ingest, read, smokeSizes, usersNeeded } from "./scenarios.ts";
+import { capacity, fanout, fullSizes, ingest, read, search, smokeSizes, usersNeeded } from "./scenarios.ts";
+import { COMMON_WORD, createSearchTemplate, RARE_WORD } from "./lib/search-data.ts";
 import { projectRoot } from "./lib/targets.ts";
 
-const scenarios = ["ingest", "fanout", "read", "capacity"] as const;
+const scenarios = ["ingest", "fanout", "read", "capacity", "search"] as const;
 const { values: args } = parseArgs({
   options: {
     smoke: { type: "boolean", default: false },
@@ -60,6 +61,15 @@ try {
     results.read = { service: await read("service", name, users, sizes), reference: await read("reference", name, users, sizes), hello: await read("hello", name, users, sizes) };
   }
   if (only.has("capacity")) results.capacity = { service: await capacity("service", name, users, sizes), reference: await capacity("reference", name, users, sizes) };
+  if (only.has("search")) {
+    const seeded = await createSearchTemplate(name, sizes.searchMessages);
+    try {
+      const words = { common: COMMON_WORD, rare: RARE_WORD };
+      results.search = { messages: sizes.searchMessages, service: await search("service", seeded.name, users, sizes, words), reference: await search("reference", seeded.name, users, sizes, words) };
+    } finally {
+      await seeded.drop();
+    }
+  }
 } finally {
   await template.drop();
 }

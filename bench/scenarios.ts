@@ -13,6 +13,10 @@ export interface Sizes {
   readConcurrency: number;
   readMs: number;
   capacitySockets: number;
+  searchMessages: number;
+  searchers: number;
+  searchAttackMs: number;
+  searchSamples: number;
 }
 
 export const fullSizes: Sizes = {
@@ -24,6 +28,10 @@ export const fullSizes: Sizes = {
   readConcurrency: 32,
   readMs: 8_000,
   capacitySockets: 10_000,
+  searchMessages: 1_000_000,
+  searchers: 12,
+  searchAttackMs: 10_000,
+  searchSamples: 30,
 };
 
 export const smokeSizes: Sizes = {
@@ -35,10 +43,14 @@ export const smokeSizes: Sizes = {
   readConcurrency: 4,
   readMs: 500,
   capacitySockets: 40,
+  searchMessages: 20_000,
+  searchers: 4,
+  searchAttackMs: 800,
+  searchSamples: 3,
 };
 
-/** Users the template needs for these sizes: every fan-out receiver plus its sender, and at least one per ingest sender. */
-export const usersNeeded = (sizes: Sizes) => Math.max(sizes.fanoutClients + 1, sizes.ingestSenders, 10);
+/** Users the template needs for these sizes: every fan-out receiver plus its sender, at least one per ingest sender, the searchers and their bystander. */
+export const usersNeeded = (sizes: Sizes) => Math.max(sizes.fanoutClients + 1, sizes.ingestSenders, sizes.searchers + 1, 10);
 
 type Cpu = ReturnType<ReturnType<typeof cpuMeter>>;
 export type Measured<T> = T & { cpu: Cpu };
@@ -173,5 +185,41 @@ export async function capacity(name: TargetName, template: string, users: BenchU
     const kibPerSocket = Math.round(((loadedRssKiB - baselineRssKiB) / result.sockets) * 10) / 10;
     progress(`${name} capacity: ${result.sockets} sockets at ${result.connectionsPerSecond}/s, ${kibPerSocket} KiB each`);
     return { ...result, baselineRssKiB, loadedRssKiB, kibPerSocket };
+  });
+}
+
+type Latency = ReadResult["latencyMs"] & { count: number };
+
+export interface SearchResult {
+  /** Sequential searches: latency, answers by status ("200", "503 UNAVAILABLE", "timeout"…), the most hits one returned. */
+  rare: { latencyMs: Latency; statuses: Record<string, number>; hits: number };
+  common: { latencyMs: Latency; statuses: Record<string, number>; hits: number };
+  attack: { searchers: number; latencyMs: Latency; statuses: Record<string, number> };
+  bystander: Record<"baseline" | "duringAttack", { latencyMs: Latency; failed: number }>;
+}
+
+/**
+ * Search over `sizes.searchMessages` messages (`searchTemplate`, seeded by bench/lib/search-data.ts):
+ * a rare and a common word one search at a time, then `sizes.searchers` users searching the common
+ * word back to back while another user sends a message every 100 ms over its socket.
+ */
+export async function search(name: TargetName, searchTemplate: string, users: BenchUser[], sizes: Sizes, words: { common: string; rare: string }) {
+  return against(name, searchTemplate, "search", async (target) => {
+    const result = await measured<SearchResult>(target, "search", {
+      url: target.url,
+      searcherTokens: users.slice(0, sizes.searchers).map((u) => u.token),
+      bystanderToken: users[sizes.searchers]!.token,
+      bystanderChannelId: users[sizes.searchers]!.ownChannelId,
+      commonQuery: words.common,
+      rareQuery: words.rare,
+      sequentialSamples: sizes.searchSamples,
+      sequentialBudgetMs: Math.max(2_000, sizes.searchAttackMs * 2),
+      attackMs: sizes.searchAttackMs,
+      baselineMs: Math.max(300, sizes.searchAttackMs / 3),
+      sendEveryMs: 100,
+      requestTimeoutMs: 15_000,
+    });
+    progress(`${name} search: common p50 ${result.common.latencyMs.p50} ms, bystander p99 ${result.bystander.duringAttack.latencyMs.p99} ms under ${sizes.searchers} searchers`);
+    return result;
   });
 }

@@ -170,7 +170,8 @@ export function createApp(deps: AppDeps) {
     }),
     users,
     presence,
-    search: createMessageSearch({ db, channels }),
+    // api.md §7: bounded candidates, SEARCH_TIMEOUT_MS, SEARCH_MAX_CONCURRENCY per instance, RATE_LIMIT_SEARCH per user.
+    search: createMessageSearch({ db, channels, config, limiter: createLimiter("search", config.RATE_LIMIT_SEARCH) }),
     messages: createMessagesService({
       db,
       channels,

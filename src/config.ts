@@ -96,6 +96,8 @@ export const envSchema = z
     SOCKET_EVENT_RATE: rateLimit.default({ points: 60, durationSeconds: 10 }),
     /** Refusals of SOCKET_EVENT_RATE per socket; one more and the socket is disconnected (one warning logged). */
     SOCKET_EVENT_REFUSALS: rateLimit.default({ points: 50, durationSeconds: 10 }),
+    /** Searches per user (api.md §7): search-as-you-type sends a few a second while typing, and no more. */
+    RATE_LIMIT_SEARCH: rateLimit.default({ points: 10, durationSeconds: 10 }),
     /** Several instances share broadcasts, presence, revocations and limits through this Redis (api.md §9). */
     REDIS_URL: z.string().regex(/^rediss?:\/\/\S+$/, "must be a redis:// or rediss:// URL").optional(),
     /** Prefix of every Redis key and stream of this service, so several deployments can share one Redis. */
@@ -112,6 +114,18 @@ export const envSchema = z
      * costs a bounded wait, never a hang.
      */
     DATABASE_TIMEOUT_MS: z.coerce.number().int().min(100).default(5_000),
+    /**
+     * The longest one search may take, its wait for a free search slot included (capped at
+     * DATABASE_TIMEOUT_MS): past it the search is cancelled and answered 503 UNAVAILABLE.
+     */
+    SEARCH_TIMEOUT_MS: z.coerce.number().int().min(100).default(2_000),
+    /**
+     * Searches running at once per instance, each on one database connection of the pool (10), so
+     * searches can never take the connections sends and reads need; the rest wait their turn.
+     */
+    SEARCH_MAX_CONCURRENCY: z.coerce.number().int().min(1).max(8).default(2),
+    /** A search ranks only the newest this-many matching messages, so its work does not grow with the matches. */
+    SEARCH_MAX_CANDIDATES: z.coerce.number().int().min(1).max(100_000).default(1_000),
     /** Socket.IO heartbeat: a ping every interval; a client that has not answered within the timeout is dropped. */
     SOCKET_PING_INTERVAL_MS: z.coerce.number().int().min(100).default(25_000),
     SOCKET_PING_TIMEOUT_MS: z.coerce.number().int().min(100).default(20_000),

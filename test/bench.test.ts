@@ -29,7 +29,7 @@ test("bun run bench --smoke runs every scenario and writes the results", async (
   if (exitCode !== 0) console.error(stderr);
   expect(exitCode).toBe(0);
   const markdown = await Bun.file(`${out}/RESULTS.md`).text();
-  for (const heading of ["## Targets", "## 1. Ingest", "## 2. Fan-out", "## 3. Read path", "## 4. Capacity"]) expect(markdown).toContain(heading);
+  for (const heading of ["## Targets", "## 1. Ingest", "## 2. Fan-out", "## 3. Read path", "## 4. Capacity", "## 5. Search"]) expect(markdown).toContain(heading);
   expect(results!.machine.Bun).toBe(Bun.version);
 });
 
@@ -65,4 +65,21 @@ test.each(servers)("capacity on the %s: every socket connected and stayed, memor
   expect(run.sockets).toBe(40);
   expect(run.droppedWhileIdle).toBe(0);
   expect(run.loadedRssKiB).toBeGreaterThan(run.baselineRssKiB * 0.5);
+});
+
+test.each(servers)("search on the %s: both words found one at a time, every search of the attack answered, every bystander send acked", (server) => {
+  const run = results!.search![server];
+  expect(results!.search!.messages).toBe(20_000);
+  for (const phase of [run.rare, run.common]) {
+    expect(Object.keys(phase.statuses)).toEqual(["200"]);
+    expect(phase.hits).toBeGreaterThan(0);
+  }
+  // The service answers 200, or 503 if a search missed its deadline on a busy machine; never a 500 or no answer.
+  const allowed = server === "service" ? ["200", "503 UNAVAILABLE"] : ["200", "500 INTERNAL"];
+  expect(Object.keys(run.attack.statuses).filter((status) => !allowed.includes(status))).toEqual([]);
+  expect(run.attack.statuses["200"] ?? 0).toBeGreaterThan(0);
+  for (const phase of [run.bystander.baseline, run.bystander.duringAttack]) {
+    expect(phase.latencyMs.count).toBeGreaterThan(0);
+    expect(phase.failed).toBe(0);
+  }
 });

@@ -49,6 +49,9 @@ test("with no DATABASE_URL, development runs on an embedded PostgreSQL that pers
     const history = await fetch(`${second.url}/api/messages`, { headers: { authorization: `Bearer ${alice.token}` } });
     const messages = (await history.json()) as { id: number; content: string }[];
     expect(messages.map((m) => [m.id, m.content])).toEqual([[ack.message.id, "stored in PGlite"]]);
+    // Search too: the stored document vector and the search's own transaction settings work on PGlite.
+    const search = await fetch(`${second.url}/api/messages/search?q=pglit`, { headers: { authorization: `Bearer ${alice.token}` } });
+    expect(((await search.json()) as { message: { id: number } }[]).map((h) => h.message.id)).toEqual([ack.message.id]);
   } finally {
     expect((await second.stop("SIGTERM")).code).toBe(0);
   }

@@ -1,4 +1,4 @@
-import type { CapacityResult, FanoutStep, IngestResult, Measured, ReadResult } from "../scenarios.ts";
+import type { CapacityResult, FanoutStep, IngestResult, Measured, ReadResult, SearchResult } from "../scenarios.ts";
 
 export interface Results {
   mode: "full" | "smoke";
@@ -8,6 +8,7 @@ export interface Results {
   fanout?: Record<"service" | "reference", Measured<{ clients: number; steps: FanoutStep[] }>>;
   read?: { service: Record<string, Measured<ReadResult>>; reference: Record<string, Measured<ReadResult>>; hello: Record<string, Measured<ReadResult>> };
   capacity?: Record<"service" | "reference", Measured<CapacityResult>>;
+  search?: { messages: number } & Record<"service" | "reference", Measured<SearchResult>>;
 }
 
 const ratio = (a: number, b: number) => (b > 0 ? Math.round((a / b) * 100) / 100 : 0);
@@ -125,6 +126,30 @@ export function toMarkdown(r: Results): string {
         }),
       ),
     );
+  }
+  if (r.search) {
+    const statuses = (s: Record<string, number>) =>
+      Object.entries(s)
+        .map(([status, count]) => `${n(count)} × ${status}`)
+        .join(", ");
+    parts.push("", `## 5. Search (${n(r.search.messages)} messages)`, "");
+    parts.push(
+      "One search at a time for a rare and a common word; then " +
+        `${r.search.service.attack.searchers} users searching the common word back to back while another user sends a message every 100 ms over its socket ` +
+        "(latency from when each send was due). The reference ranks every match, as the service did before the bound on candidates.",
+      "",
+    );
+    const rows = (["service", "reference"] as const).flatMap((name) => {
+      const s = r.search![name];
+      return [
+        [name, "rare word, one at a time", s.rare.latencyMs.p50, s.rare.latencyMs.p99, statuses(s.rare.statuses), cpu(s)],
+        [name, "common word, one at a time", s.common.latencyMs.p50, s.common.latencyMs.p99, statuses(s.common.statuses), ""],
+        [name, `common word, ${s.attack.searchers} searchers at once`, s.attack.latencyMs.p50, s.attack.latencyMs.p99, statuses(s.attack.statuses), ""],
+        [name, "bystander send, alone", s.bystander.baseline.latencyMs.p50, s.bystander.baseline.latencyMs.p99, `${s.bystander.baseline.failed} failed`, ""],
+        [name, `bystander send, during the ${s.attack.searchers} searchers`, s.bystander.duringAttack.latencyMs.p50, s.bystander.duringAttack.latencyMs.p99, `${s.bystander.duringAttack.failed} failed`, ""],
+      ];
+    });
+    parts.push(table(["Server", "Load", "p50 ms", "p99 ms", "Answers", "CPU"], rows));
   }
   parts.push("", "Reproduce with `npm install && npx bun run bench` (PostgreSQL on 127.0.0.1:5432, or BENCH_DATABASE_URL).", "");
   return parts.join("\n");

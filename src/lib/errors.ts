@@ -33,7 +33,7 @@ export interface ErrorBody {
   code: ErrorCode;
   message: string;
   details?: ErrorDetail[];
-  /** With RATE_LIMITED: seconds until a retry can succeed (also the Retry-After header). */
+  /** Seconds until a retry can succeed, also sent as the Retry-After header: RATE_LIMITED, and a busy UNAVAILABLE (api.md §0). */
   retryAfter?: number;
 }
 

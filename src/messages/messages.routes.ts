@@ -81,10 +81,19 @@ export const search = createRoute({
   security: [{ bearerAuth: [] }],
   request: { query: searchQuerySchema },
   responses: {
-    200: jsonContent(z.array(searchHitSchema), "Best match first, then newest"),
+    200: {
+      ...jsonContent(z.array(searchHitSchema), "Best match first, then newest, among the newest SEARCH_MAX_CANDIDATES matches"),
+      headers: z.object({
+        Link: z.string().optional().openapi({
+          description: 'Present when older matches may remain: `</api/messages/search?q=…&before=N&limit=L>; rel="next"`, the next window',
+        }),
+      }),
+    },
     ...validationResponses,
     ...protectedResponses,
     403: errorResponse("FORBIDDEN: channelId is a public channel the caller has not joined"),
     404: errorResponse("NOT_FOUND: channelId is not a channel the caller can see"),
+    429: errorResponse("RATE_LIMITED: over RATE_LIMIT_SEARCH; retry after `retryAfter` seconds (also Retry-After)"),
+    503: errorResponse("UNAVAILABLE: the search did not finish within SEARCH_TIMEOUT_MS (busy, or too common words); retry after Retry-After, or narrow it"),
   },
 });

@@ -26,6 +26,7 @@ export function productionEnv(databaseUrl: string, overrides: Record<string, str
     METRICS_TOKEN: testMetricsToken,
     SOCKET_EVENT_RATE: "off",
     SOCKET_HANDSHAKE_RATE_PER_IP: "off",
+    RATE_LIMIT_SEARCH: "off",
     ...overrides,
   };
   return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined));

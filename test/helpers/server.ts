@@ -39,6 +39,7 @@ export function testConfig(databaseUrl: string, overrides: Record<string, string
     // Tests register users by the dozen at once; test/password-hashing.test.ts tests the queue's bound.
     PASSWORD_HASH_QUEUE: "10000",
     SOCKET_HANDSHAKE_RATE_PER_IP: "off",
+    RATE_LIMIT_SEARCH: "off",
     ...overrides,
   });
   return { ...config, JWT_SECRET: config.JWT_SECRET ?? testJwtSecret };
