@@ -516,12 +516,26 @@ async function socketRound(scale: number, seed: number, transport: "websocket" |
     const values = args.map(toValue);
     const handled = event === "message" || event === "typing";
     stats.emits++;
+    if (!handled && ack) {
+      // An unknown event that asks for an ack is answered NOT_FOUND (api.md §7), so the client's
+      // callback does not wait for its timeout; its name is not echoed back.
+      stats.unknownEvent++;
+      let answer: any;
+      try {
+        answer = await emitter.timeout(10_000).emitWithAck(event, ...values);
+      } catch {
+        problems.push(`${event}: unknown event with an ack, not answered within 10 s`);
+        return;
+      }
+      const problem = answer?.ok === false && answer.error?.code === "NOT_FOUND" ? errorObjectProblem(answer.error) : "not a NOT_FOUND refusal";
+      if (Object.keys(answer ?? {}).sort().join() !== "error,ok" || problem) problems.push(`${event} → ${preview(answer)}: ${problem ?? "extra keys"}`);
+      return;
+    }
     if (!ack || !handled) {
       if (event === "message") unackedMessages++;
       if (handled) stats.withoutAck++;
       else stats.unknownEvent++;
-      // An unknown event with an ack callback: the service never calls it, which is all it can do.
-      emitter.emit(event, ...values, ...(ack ? [() => problems.push(`${event} was acked`)] : []));
+      emitter.emit(event, ...values);
       return;
     }
     let result: any;
