@@ -1,3 +1,4 @@
+import type { Server } from "bun";
 import { Server as Engine } from "@socket.io/bun-engine";
 import { corsOrigin, type App } from "./app.ts";
 import type { Config } from "./config.ts";
@@ -85,31 +86,36 @@ export function serve(
     websocket: slowClients.websocketHandler(websocket),
     idleTimeout: httpIdleTimeoutSeconds(config),
     maxRequestBodySize: maxRequestBodyBytes(config),
-    async fetch(request, bunServer) {
+    // Not async itself: a REST request (the hot path) gets the app's answer with no extra promise.
+    fetch(request, bunServer) {
       const url = new URL(request.url);
       const isSocket = url.pathname.startsWith(socketPath);
       if (!isSocket) return app.fetch(request, { server: bunServer });
-      // As the engine decides it: no sid, or an empty one (`?sid=`), opens a new session.
-      const isHandshake = !url.searchParams.get("sid");
-      // While draining, existing Socket.IO sessions keep polling (to collect their last
-      // acks) but new handshakes are turned away.
-      if (lifecycle.draining && isHandshake) return handshakeRefused();
-      if (isBadUpgrade(request)) return engineBadRequest();
-      if (isHandshake) {
-        // Only a GET can open a session (the engine refuses any other method by itself).
-        if (request.method !== "GET") return engine.handleRequest(request, bunServer);
-        const refused = await handshakes.admit(request, bunServer);
-        if (refused) return refused;
-        try {
-          return await engine.handleRequest(request, bunServer);
-        } finally {
-          handshakes.finished(request);
-        }
-      }
-      const bounded = await boundedPoll(request, config.SOCKET_MAX_BUFFER_BYTES);
-      return bounded instanceof Response ? bounded : engine.handleRequest(bounded, bunServer);
+      return socketRequest(request, url, bunServer);
     },
   });
+
+  async function socketRequest(request: Request, url: URL, bunServer: Server<unknown>): Promise<Response> {
+    // As the engine decides it: no sid, or an empty one (`?sid=`), opens a new session.
+    const isHandshake = !url.searchParams.get("sid");
+    // While draining, existing Socket.IO sessions keep polling (to collect their last
+    // acks) but new handshakes are turned away.
+    if (lifecycle.draining && isHandshake) return handshakeRefused();
+    if (isBadUpgrade(request)) return engineBadRequest();
+    if (isHandshake) {
+      // Only a GET can open a session (the engine refuses any other method by itself).
+      if (request.method !== "GET") return engine.handleRequest(request, bunServer);
+      const refused = await handshakes.admit(request, bunServer);
+      if (refused) return refused;
+      try {
+        return await engine.handleRequest(request, bunServer);
+      } finally {
+        handshakes.finished(request);
+      }
+    }
+    const bounded = await boundedPoll(request, config.SOCKET_MAX_BUFFER_BYTES);
+    return bounded instanceof Response ? bounded : engine.handleRequest(bounded, bunServer);
+  }
   // Broadcasts to websocket clients: one encode and one Bun publish per room (see native-fanout.ts).
   enableNativeFanout(io, server, { publishBackpressured: slowClients.publishBackpressured });
 

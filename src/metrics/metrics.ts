@@ -43,46 +43,33 @@ export function createMetrics({
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers,
   });
-  new Gauge({
-    name: "socketio_connected_sockets",
-    help: "Socket.IO sockets connected to this instance",
-    registers,
-    collect() {
-      this.set(connectedSockets());
-    },
-  });
-  new Gauge({
-    name: "socketio_pending_handshakes",
-    help: "Engine.IO handshakes and sessions not authenticated yet (each ends within SOCKET_CONNECT_TIMEOUT_MS)",
-    registers,
-    collect() {
-      this.set(pendingHandshakes());
-    },
-  });
-  new Gauge({
-    name: "socketio_engine_sessions",
-    help: "Engine.IO sessions open on this instance, authenticated or not",
-    registers,
-    collect() {
-      this.set(engineSessions());
-    },
-  });
-  new Gauge({
-    name: "socketio_buffered_bytes",
-    help: "Bytes this process holds for Socket.IO clients that have not read them yet (Bun's websocket queues, packets waiting for a poll)",
-    registers,
-    collect() {
-      this.set(heldForClients().total);
-    },
-  });
-  new Gauge({
-    name: "socketio_buffered_bytes_max",
-    help: "The most bytes this process holds for one Socket.IO client (at most SOCKET_MAX_BUFFERED_BYTES)",
-    registers,
-    collect() {
-      this.set(heldForClients().max);
-    },
-  });
+  /** A gauge read from its source at each scrape. */
+  const readGauge = (name: string, help: string, read: () => number) =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        this.set(read());
+      },
+    });
+  readGauge("socketio_connected_sockets", "Socket.IO sockets connected to this instance", connectedSockets);
+  readGauge(
+    "socketio_pending_handshakes",
+    "Engine.IO handshakes and sessions not authenticated yet (each ends within SOCKET_CONNECT_TIMEOUT_MS)",
+    pendingHandshakes,
+  );
+  readGauge("socketio_engine_sessions", "Engine.IO sessions open on this instance, authenticated or not", engineSessions);
+  readGauge(
+    "socketio_buffered_bytes",
+    "Bytes this process holds for Socket.IO clients that have not read them yet (Bun's websocket queues, packets waiting for a poll)",
+    () => heldForClients().total,
+  );
+  readGauge(
+    "socketio_buffered_bytes_max",
+    "The most bytes this process holds for one Socket.IO client (at most SOCKET_MAX_BUFFERED_BYTES)",
+    () => heldForClients().max,
+  );
   const slowClients = new Counter({
     name: "socketio_slow_clients_dropped_total",
     help: "Socket.IO clients disconnected for not reading (over SOCKET_MAX_BUFFERED_BYTES held for them), by transport",
@@ -113,18 +100,9 @@ export function createMetrics({
     });
   }
   if (passwordHashing) {
-    const hashingGauge = (name: string, help: string, read: (s: Readonly<HashingStats>) => number) =>
-      new Gauge({
-        name,
-        help,
-        registers,
-        collect() {
-          this.set(read(passwordHashing()));
-        },
-      });
-    hashingGauge("chat_password_hashes_in_flight", "argon2id hashes and verifications running now (64 MiB each)", (s) => s.inFlight);
-    hashingGauge("chat_password_hashes_in_flight_max", "The most argon2id runs at once since start (at most PASSWORD_HASH_CONCURRENCY)", (s) => s.inFlightMax);
-    hashingGauge("chat_password_hashes_queued", "Password checks waiting for a turn (at most PASSWORD_HASH_QUEUE)", (s) => s.queued);
+    readGauge("chat_password_hashes_in_flight", "argon2id hashes and verifications running now (64 MiB each)", () => passwordHashing().inFlight);
+    readGauge("chat_password_hashes_in_flight_max", "The most argon2id runs at once since start (at most PASSWORD_HASH_CONCURRENCY)", () => passwordHashing().inFlightMax);
+    readGauge("chat_password_hashes_queued", "Password checks waiting for a turn (at most PASSWORD_HASH_QUEUE)", () => passwordHashing().queued);
   }
   const hashesRefused = new Counter({
     name: "chat_password_hashes_refused_total",

@@ -12,20 +12,22 @@ const refusalsKept = 32;
  * `refusalsKept` channels, the oldest dropped first; the socket's own, so it goes with it.
  */
 export function channelRefusals() {
-  const known = new Map<number, { answer: Promise<unknown>; until: number }>();
+  // Made on first use: most sockets never send to a channel they are not in, and each socket holds one.
+  let known: Map<number, { answer: Promise<unknown>; until: number }> | undefined;
   return (channelId: number, ask: () => Promise<unknown>): Promise<unknown> => {
-    const hit = known.get(channelId);
+    const cache = (known ??= new Map());
+    const hit = cache.get(channelId);
     if (hit && hit.until > Date.now()) return hit.answer;
     const entry = { answer: ask(), until: Infinity };
-    known.delete(channelId);
-    if (known.size >= refusalsKept) known.delete(known.keys().next().value!);
-    known.set(channelId, entry);
+    cache.delete(channelId);
+    if (cache.size >= refusalsKept) cache.delete(cache.keys().next().value!);
+    cache.set(channelId, entry);
     entry.answer.then(
-      () => known.get(channelId) === entry && known.delete(channelId),
+      () => cache.get(channelId) === entry && cache.delete(channelId),
       (error: unknown) => {
         const refusal = error instanceof AppError && (error.code === "NOT_FOUND" || error.code === "FORBIDDEN");
         if (refusal) entry.until = Date.now() + refusalTtlMs;
-        else if (known.get(channelId) === entry) known.delete(channelId);
+        else if (cache.get(channelId) === entry) cache.delete(channelId);
       },
     );
     return entry.answer;
