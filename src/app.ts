@@ -16,11 +16,14 @@ import { createPasswordHasher } from "./lib/password.ts";
 import { messagesRouter } from "./messages/messages.index.ts";
 import { createMessagesService } from "./messages/messages.service.ts";
 import { createMessageSearch } from "./messages/messages.search.ts";
-import { createPublishGate } from "./messages/publish-gate.ts";
-import { trackDeliveries } from "./realtime/deliveries.ts";
-import { createRecentMessages, keepingRecent } from "./messages/recent-messages.ts";
+import { createFanout } from "./messages/fanout.ts";
+import { messageHandlers } from "./messages/messages.socket.ts";
+import { createResumer, parseSince } from "./messages/resume.ts";
+import { schedulePruning } from "./messages/log-pruning.ts";
+import { typingHandlers } from "./channels/typing.socket.ts";
 import { presenceRouter } from "./presence/presence.index.ts";
-import { createPresence } from "./presence/presence.service.ts";
+import { presenceAnnouncer } from "./presence/presence.socket.ts";
+import { configureTopology } from "./topology.ts";
 import { errorHandler, notFoundHandler } from "./middleware/error-handler.ts";
 import { refuseWhileDraining } from "./middleware/draining.ts";
 import { requireJsonBody } from "./middleware/json-body.ts";
@@ -36,9 +39,8 @@ import { createAuditService } from "./audit/audit.service.ts";
 import { moderationRouter } from "./moderation/moderation.index.ts";
 import { createModerationService } from "./moderation/moderation.service.ts";
 import { createLlmClient } from "./llm/llm-client.ts";
-import { allOf, limiterFactory } from "./lib/rate-limit.ts";
-import { forStreamsAdapter, watchRedis, type RedisClient } from "./lib/redis.ts";
-import { createAdapter } from "@socket.io/redis-streams-adapter";
+import { allOf } from "./lib/rate-limit.ts";
+import type { RedisClient } from "./lib/redis.ts";
 import { createAccessGuard } from "./sessions/access-guard.ts";
 import { createAuthenticator } from "./sessions/authenticator.ts";
 import { createRevocations } from "./sessions/revocations.ts";
@@ -46,10 +48,8 @@ import { createSessionsService } from "./sessions/sessions.service.ts";
 import { secureHeaders } from "hono/secure-headers";
 import {
   authenticateSockets,
-  handleChatEvents,
+  handleConnections,
   loadSocketChannels,
-  messageEvents,
-  peerRevocations,
   readMarkerNotifier,
   socketDisconnector,
   socketMembership,
@@ -59,7 +59,7 @@ import { channelsRouter } from "./channels/channels.index.ts";
 import { createChannelsService } from "./channels/channels.service.ts";
 import { usersRouter } from "./users/users.index.ts";
 import { summariesRouter } from "./summaries/summaries.index.ts";
-import { createSummariesService, invalidatingSummaries } from "./summaries/summaries.service.ts";
+import { createSummariesService } from "./summaries/summaries.service.ts";
 import { mountApiDocs } from "./docs/openapi.ts";
 import { createUsersService } from "./users/users.service.ts";
 import { webPage } from "./web/web.index.ts";
@@ -79,15 +79,14 @@ export interface AppDeps {
  */
 export function createApp(deps: AppDeps) {
   const { config, db, logger, redis } = deps;
-  // The Redis client prefixes every key with REDIS_KEY_PREFIX, the adapter's stream included.
+  // One instance or several: every engine that differs is chosen there (topology.ts).
+  const topology = configureTopology({ config, redis, logger });
+  const { redisHealth, createLimiter, presence, recent } = topology;
   const io: ChatServer = new SocketServer({
     // A session that has not authenticated by then is closed (api.md §7 Connections); Socket.IO's default is 45 s.
     connectTimeout: config.SOCKET_CONNECT_TIMEOUT_MS,
-    ...(redis ? { adapter: createAdapter(forStreamsAdapter(redis), { streamName: "socket.io" }) } : {}),
+    ...(topology.adapter ? { adapter: topology.adapter } : {}),
   });
-  // Logs each Redis outage once and feeds /readyz; meanwhile every user of Redis does without it (api.md §9).
-  const redisHealth = redis ? watchRedis(redis, logger) : undefined;
-  const createLimiter = limiterFactory(redis);
   // Checked in server.ts before the engine sees a handshake (per address: rate, sessions not yet authenticated).
   const handshakes = handshakeLimits(io, {
     limiter: createLimiter("socket-handshake-ip", config.SOCKET_HANDSHAKE_RATE_PER_IP),
@@ -98,9 +97,15 @@ export function createApp(deps: AppDeps) {
   const signer = createTokenSigner(config.JWT_SECRET, config.JWT_ACCESS_TTL);
   const guard = createAccessGuard({ db });
   const authenticator = createAuthenticator(signer, guard);
-  const revocations = createRevocations({ guard, disconnect: socketDisconnector(io), peers: redis ? peerRevocations(io, guard) : undefined, link: redisHealth });
+  const revocations = createRevocations({ guard, disconnect: socketDisconnector(io), peers: topology.revocationPeers(io, guard), link: redisHealth });
 
-  const channels = createChannelsService({ db, membership: socketMembership(io, { clustered: redis !== undefined }) });
+  // The end of the message path: every committed event, this instance's and the others', to the
+  // channel's sockets in seq order (messages/fanout.ts); resume replays the log before a room is joined.
+  const fanout = createFanout({ io, db, relay: topology.relay(io), recent, gapWaitMs: config.EVENT_GAP_WAIT_MS, logger });
+  const resumer = createResumer({ db, sequencer: fanout.sequencer, maxEvents: config.RESUME_MAX_EVENTS, logger });
+  const pruning = schedulePruning({ db, retentionHours: config.EVENT_LOG_RETENTION_HOURS, logger });
+
+  const channels = createChannelsService({ db, membership: socketMembership(io, { clustered: topology.clustered, resumer }) });
   const audit = createAuditService({ db });
   // api.md §10: undefined without LLM_BASE_URL (the LLM features then answer LLM_DISABLED). Each
   // purpose has slots of its own: moderation, in the write path, never waits behind a summary.
@@ -120,7 +125,6 @@ export function createApp(deps: AppDeps) {
     audit,
     logger,
   });
-  const presence = createPresence(redis);
   // A client that stops reading is dropped once SOCKET_MAX_BUFFERED_BYTES wait for it (slow-clients.ts).
   const slowClients = guardSlowClients(io, {
     maxBufferedBytes: config.SOCKET_MAX_BUFFERED_BYTES,
@@ -144,10 +148,6 @@ export function createApp(deps: AppDeps) {
     passwordHashing: hasher.stats,
   });
   const sessions = createSessionsService({ db, config, revocations, audit });
-  // Another instance's writes never pass through this one, so with Redis history is read from the database.
-  const recent = redis ? undefined : createRecentMessages();
-  // With Redis, what this instance has delivered of each channel, for the publish gate.
-  const deliveries = redis ? trackDeliveries(io) : undefined;
   const users = createUsersService({ db, audit, sessions, revocations });
   const services = {
     audit,
@@ -176,17 +176,15 @@ export function createApp(deps: AppDeps) {
       db,
       channels,
       audit,
-      // Edits and deletions also drop the cached summaries whose range they fall in (api.md §10).
-      publish: invalidatingSummaries(summaries, recent ? keepingRecent(recent, messageEvents(io)) : messageEvents(io, deliveries), logger),
+      fanout,
+      // Edits and deletions also drop the cached summaries whose range they fall in (api.md §10). Not
+      // awaited: a read meanwhile still skips the stale row (summaries.service.ts `cached`).
+      onChanged: (channelId, messageId) =>
+        void summaries.invalidate(channelId, messageId).catch((error) => logger.warn({ err: error, channelId, messageId }, "summary cache not invalidated")),
       recent,
       moderation,
       onPersisted: metrics.persisted,
       onBatch: metrics.messageBatch,
-      gate: createPublishGate(
-        redis,
-        (channelId, previousId) => logger.warn({ channelId, previousId }, "published without waiting for the previous message (its writer never recorded it)"),
-        deliveries?.upTo,
-      ),
       limiter: allOf(
         createLimiter("messages-burst", config.RATE_LIMIT_MESSAGES_BURST),
         createLimiter("messages-sustained", config.RATE_LIMIT_MESSAGES_SUSTAINED),
@@ -194,17 +192,21 @@ export function createApp(deps: AppDeps) {
     }),
   };
 
+  // A malformed auth.since is refused before anything else is looked at (api.md §11).
+  parseSince(io);
   authenticateSockets(io, authenticator);
   loadSocketChannels(io, db);
   // The last io.use guard: a socket it admits connects in the same tick, so its count is exact.
   capSocketsPerUser(io, { max: config.SOCKET_MAX_PER_USER, connectTimeoutMs: config.SOCKET_CONNECT_TIMEOUT_MS });
-  handleChatEvents(io, {
-    messages: services.messages,
-    channels,
-    presence,
-    typingLimiter: createLimiter("typing", config.RATE_LIMIT_TYPING),
+  handleConnections(io, {
     // Per socket, in this instance's memory: a socket lives on one instance (event-budget.ts).
     eventBudget: { rate: config.SOCKET_EVENT_RATE, refusals: config.SOCKET_EVENT_REFUSALS },
+    handlers: [
+      messageHandlers({ messages: services.messages, authenticator, logger, metrics }),
+      typingHandlers({ channels, authenticator, typingLimiter: createLimiter("typing", config.RATE_LIMIT_TYPING), logger }),
+    ],
+    resumer,
+    presence: presenceAnnouncer(io, presence, logger),
     authenticator,
     logger,
     metrics,
@@ -263,7 +265,7 @@ export function createApp(deps: AppDeps) {
   mountApiDocs(app);
   logMetricsAccess(logger, metricsAccess(config));
 
-  return { app, api, io, services, lifecycle, logger, metrics, slowClients, handshakes };
+  return { app, api, io, services, lifecycle, logger, metrics, slowClients, handshakes, fanout, pruning };
 }
 
 /** The REST API's type, for a typed `hono/client` (`hc<AppType>(url)`): see src/client.ts. */

@@ -126,6 +126,15 @@ export const envSchema = z
     SEARCH_MAX_CONCURRENCY: z.coerce.number().int().min(1).max(8).default(2),
     /** A search ranks only the newest this-many matching messages, so its work does not grow with the matches. */
     SEARCH_MAX_CANDIDATES: z.coerce.number().int().min(1).max(100_000).default(1_000),
+    /**
+     * How long the channel event log keeps an event (api.md §11); older ones are pruned, and a client
+     * asking for events from before that gets `limited` (REST) or `resync` (socket). Fractions allowed.
+     */
+    EVENT_LOG_RETENTION_HOURS: z.coerce.number().positive().max(24 * 3650).default(24 * 30),
+    /** How long an instance holds a channel's later event for an earlier one before reading it from the database (api.md §11). */
+    EVENT_GAP_WAIT_MS: z.coerce.number().int().min(1).max(60_000).default(250),
+    /** Events a socket's resume (`auth.since`) replays per channel at most; a channel further behind gets `resync`. */
+    RESUME_MAX_EVENTS: z.coerce.number().int().min(1).max(100_000).default(1_000),
     /** Socket.IO heartbeat: a ping every interval; a client that has not answered within the timeout is dropped. */
     SOCKET_PING_INTERVAL_MS: z.coerce.number().int().min(100).default(25_000),
     SOCKET_PING_TIMEOUT_MS: z.coerce.number().int().min(100).default(20_000),

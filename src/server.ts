@@ -55,7 +55,7 @@ export function maxRequestBodyBytes(config: Pick<Config, "BODY_LIMIT_BYTES" | "S
 
 /** Serves REST and Socket.IO on one port with one `Bun.serve`. */
 export function serve(
-  { app, io, services, lifecycle, slowClients, handshakes }: App,
+  { app, io, services, lifecycle, slowClients, handshakes, fanout, pruning }: App,
   config: Pick<
     Config,
     | "PORT"
@@ -133,6 +133,8 @@ export function serve(
         await Promise.race([acksDelivered(io), deadline, Bun.sleep(ackFlushLimitMs)]);
         await io.close();
         services.presence.close();
+        fanout.close();
+        pruning.stop();
         await Promise.race([server.stop(false), deadline]);
         await server.stop(true);
       })();

@@ -179,8 +179,11 @@ describe("GET /api/messages", () => {
     for (const message of list) {
       const i = ids.indexOf(message.id);
       const author = i % 2 === 0 ? alice : bob;
-      expectMessageShape(message, author.user, `history ${i}`);
-      expect(message).toEqual(broadcasts.get(message.id)!);
+      expectMessageShape(message, author.user, `history ${i}`, 1, { history: true });
+      // The broadcast is the history entry with its event number (api.md §11).
+      const { seq, ...broadcast } = broadcasts.get(message.id)! as ChatMessage & { seq: number };
+      expect(seq).toBeGreaterThan(0);
+      expect(message).toEqual(broadcast);
     }
   });
 
@@ -199,8 +202,8 @@ describe("GET /api/messages", () => {
     ["?before=", "before"],
     ["?before=99999999999", "before"],
     ["?after=abc", "after"],
-    ["?after=0", "after"],
     ["?after=-1", "after"],
+    ["?after=00", "after"],
     ["?before=10&after=5", "after"],
   ];
 

@@ -31,6 +31,7 @@ export function channelsRouter(deps: {
       return created ? c.json(channel, 201) : c.json(channel, 200);
     })
     .openapi(routes.history, async (c) => jsonOnce(c, await messages.history(c.get("user"), c.req.valid("param").id, c.req.valid("query")), 200))
+    .openapi(routes.events, async (c) => c.json(await messages.events(c.get("user"), c.req.valid("param").id, c.req.valid("query")), 200))
     .openapi(routes.read, async (c) => {
       const user = c.get("user");
       const channelId = c.req.valid("param").id;

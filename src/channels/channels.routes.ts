@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { historyEntrySchema, historyQuerySchema } from "../messages/messages.schemas.ts";
+import { eventsPageSchema, eventsQuerySchema, historyEntrySchema, historyQuerySchema } from "../messages/messages.schemas.ts";
 import { errorResponse, jsonBody, jsonContent, protectedResponses, validationResponses } from "../lib/responses.ts";
 import { addMemberSchema, channelIdParamsSchema, channelSchema, createChannelSchema, readMarkerSchema, userIdPathSchema } from "./channels.schemas.ts";
 
@@ -79,6 +79,18 @@ export const history = createRoute({
   summary: "A channel's history with before/after cursors (members only)",
   request: { params: channelIdParamsSchema, query: historyQuerySchema },
   responses: { 200: jsonContent(z.array(historyEntrySchema), "Newest first, or oldest first with `after`; deleted messages as `{ id, deleted: true }`"), ...refusals },
+});
+
+export const events = createRoute({
+  ...secured,
+  method: "get",
+  path: "/api/channels/{id}/events",
+  summary: "A channel's event log after a seq: every message created, edited and deleted, in seq order (members only, api.md §11)",
+  request: { params: channelIdParamsSchema, query: eventsQuerySchema },
+  responses: {
+    200: jsonContent(eventsPageSchema, "Oldest first; `type` and `data` exactly as the socket event. `limited`: reload history, continue from `head`"),
+    ...refusals,
+  },
 });
 
 export const read = createRoute({

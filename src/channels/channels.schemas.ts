@@ -4,7 +4,7 @@ import { atMostUnits, codePoints, idParam, MAX_ID, storableText, storableTextMes
 
 export const channelKindSchema = z.enum(["public", "private", "direct"]);
 
-/** api.md §8: `{ id, name, kind, createdAt, unread }`. */
+/** api.md §8: `{ id, name, kind, createdAt, unread }`, and §11's `seq`. */
 export const channelSchema = z
   .object({
     id: z.number().int(),
@@ -12,6 +12,7 @@ export const channelSchema = z
     kind: channelKindSchema,
     createdAt: z.string().openapi({ format: "date-time" }),
     unread: z.number().int().openapi({ description: "messages after the caller's read marker" }),
+    seq: z.number().int().openapi({ description: "the newest event's number in the channel's log, 0 if none (api.md §11): a resume's `since`" }),
   })
   .openapi("Channel");
 

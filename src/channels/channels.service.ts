@@ -19,13 +19,13 @@ const generalSkeleton = nameSkeleton(GENERAL_CHANNEL_NAME);
 // The same answer whichever channel has the name: the caller may not be able to see it.
 const nameTaken = () => new AppError("CHANNEL_NAME_TAKEN", "A channel with that name, or one that looks like it, exists");
 
-type ChannelRow = { id: number; name: string; kind: "public" | "private" | "direct"; created_at: Date; unread: number };
+type ChannelRow = { id: number; name: string; kind: "public" | "private" | "direct"; created_at: Date; unread: number; seq: number };
 
 export function createChannelsService({ db, membership }: { db: Db; membership: MembershipEvents }) {
   /** The caller's channels with unread counts (others' messages after the read marker). */
   async function listFor(userId: number, channelId?: number): Promise<ChannelView[]> {
     const rows = await db.$queryRaw<ChannelRow[]>`
-      SELECT c.id, c.kind::text AS kind, c.created_at,
+      SELECT c.id, c.kind::text AS kind, c.created_at, c.seq,
         CASE WHEN c.kind = 'direct' THEN coalesce((
           SELECT u.username FROM channel_members o JOIN users u ON u.id = o.user_id
           WHERE o.channel_id = c.id AND o.user_id <> ${userId} LIMIT 1), c.name) ELSE c.name END AS name,
@@ -34,7 +34,7 @@ export function createChannelsService({ db, membership }: { db: Db; membership: 
       FROM channel_members m JOIN channels c ON c.id = m.channel_id
       WHERE m.user_id = ${userId} AND (${channelId ?? null}::int IS NULL OR c.id = ${channelId ?? null}::int)
       ORDER BY c.id`;
-    return rows.map((r) => ({ id: r.id, name: r.name, kind: r.kind, createdAt: r.created_at.toISOString(), unread: r.unread }));
+    return rows.map((r) => ({ id: r.id, name: r.name, kind: r.kind, createdAt: r.created_at.toISOString(), unread: r.unread, seq: r.seq }));
   }
 
   async function view(userId: number, channelId: number): Promise<ChannelView> {

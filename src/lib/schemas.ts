@@ -35,6 +35,13 @@ export const idParam = z
   .transform(Number)
   .pipe(z.number().int().max(MAX_ID, "is too large"));
 
+/** A cursor from a query string: 0 (the beginning) or a positive integer up to MAX_ID, as strict as `idParam`. */
+export const cursorParam = z
+  .string()
+  .regex(/^(0|[1-9]\d{0,9})$/, "must be 0 or a positive integer")
+  .transform(Number)
+  .pipe(z.number().int().max(MAX_ID, "is too large"));
+
 /** An integer query parameter within [min, max] with a default. */
 export function limitParam(min: number, max: number, fallback: number) {
   return z

@@ -1,29 +1,17 @@
 import type { Pool } from "pg";
 import type { Db } from "../lib/db.ts";
 import { isDatabaseUnavailable } from "../lib/db.ts";
-import { insertBatch } from "./batch-insert.ts";
-import type { ChatMessage, HistoryEntry } from "./messages.schemas.ts";
-import { storeOne } from "./store-one.ts";
+import { AppError } from "../lib/errors.ts";
+import { insertMessages, type NewMessage } from "./log-writes.ts";
+import { toHistoryEntry, withAuthor } from "./message-rows.ts";
+import type { HistoryEntry, LiveMessage } from "./messages.schemas.ts";
 
-/** A message to store, its author's name included (usernames never change, so the token's is the stored one). */
-export interface NewMessage {
-  channelId: number;
-  userId: number;
-  username: string;
-  content: string;
-  clientId: string | null;
-}
+export type { NewMessage } from "./log-writes.ts";
 
 /** What a writer answers once the message is committed. */
 export type Written =
-  | {
-      created: true;
-      message: ChatMessage;
-      /** Publish only after this message of the channel is published (publish-gate.ts); absent when nothing need be awaited. */
-      previousId?: number;
-      /** The channel's last message of its transaction: the one whose publication is recorded for other instances. */
-      lastOfBatch: boolean;
-    }
+  /** Stored now, with its event number: to be broadcast. */
+  | { created: true; message: LiveMessage }
   /** A resend of a clientId already stored: the first message, which is not published again. */
   | { created: false; message: HistoryEntry };
 
@@ -49,8 +37,6 @@ export const MAX_BATCHES_IN_FLIGHT = 2;
 export function createMessageWriter(deps: {
   db: Db;
   pool: Pool;
-  /** Look up each channel's previous message id (only the cross-instance publish gate needs it). */
-  withPreviousIds: boolean;
   maxRows?: number;
   windowMs?: number;
   maxInFlight?: number;
@@ -58,7 +44,7 @@ export function createMessageWriter(deps: {
   onPersisted?: (seconds: number) => void;
   onBatch?: (rows: number, outcome: BatchOutcome) => void;
 }) {
-  const { db, pool, withPreviousIds, maxRows = 256, windowMs = 1, maxInFlight = MAX_BATCHES_IN_FLIGHT, onPersisted, onBatch } = deps;
+  const { db, pool, maxRows = 256, windowMs = 1, maxInFlight = MAX_BATCHES_IN_FLIGHT, onPersisted, onBatch } = deps;
   type Queued = { row: NewMessage; queuedAt: number; resolve: (written: Written) => void; reject: (error: unknown) => void };
   let queue: Queued[] = [];
   /** Channels of the batches being committed: their next rows wait for the next batch. */
@@ -107,12 +93,11 @@ export function createMessageWriter(deps: {
 
   /** Settles every row of the batch, in order; never throws. */
   async function commit(batch: Queued[]): Promise<void> {
-    let written: Written[];
+    let written: LiveMessage[];
     try {
-      written = await insertBatch(
+      written = await insertMessages(
         pool,
         batch.map((q) => q.row),
-        { withPreviousIds },
       );
     } catch (error) {
       if (isDatabaseUnavailable(error)) {
@@ -127,7 +112,7 @@ export function createMessageWriter(deps: {
     onBatch?.(batch.length, "committed");
     for (const [i, queued] of batch.entries()) {
       persisted(queued);
-      queued.resolve(written[i]!);
+      queued.resolve({ created: true, message: written[i]! });
     }
   }
 
@@ -141,7 +126,7 @@ export function createMessageWriter(deps: {
         continue;
       }
       try {
-        const written = await storeOne(db, queued.row);
+        const written = await storeAlone(db, pool, queued.row);
         if (written.created) persisted(queued);
         queued.resolve(written);
       } catch (error) {
@@ -160,4 +145,24 @@ export function createMessageWriter(deps: {
       });
     },
   };
+}
+
+/**
+ * One message in a statement of its own: how the writer retries the rows of a batch that failed,
+ * so that a row the database refuses fails alone, with its own answer.
+ */
+async function storeAlone(db: Db, pool: Pool, row: NewMessage): Promise<Written> {
+  try {
+    const [message] = await insertMessages(pool, [row]);
+    return { created: true, message: message! };
+  } catch (error) {
+    const { code, constraint } = error as { code?: string; constraint?: string };
+    // A resend of a clientId we already stored: the unique constraint caught it; answer with the original.
+    if (row.clientId !== null && code === "23505" && constraint?.includes("client_id")) {
+      const first = await db.message.findUniqueOrThrow({ where: { userId_clientId: { userId: row.userId, clientId: row.clientId } }, include: withAuthor });
+      return { created: false, message: toHistoryEntry(first) };
+    }
+    if (code === "23503" && constraint?.includes("user_id")) throw new AppError("UNAUTHORIZED", "The account for this token no longer exists");
+    throw error;
+  }
 }

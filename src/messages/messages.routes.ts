@@ -9,6 +9,7 @@ import {
   messageSchema,
   searchHitSchema,
   searchQuerySchema,
+  sentMessageSchema,
 } from "./messages.schemas.ts";
 
 export const history = createRoute({
@@ -33,7 +34,7 @@ export const send = createRoute({
   security: [{ bearerAuth: [] }],
   request: { body: jsonBody(messageInputSchema) },
   responses: {
-    201: jsonContent(historyEntrySchema, "Stored, committed and broadcast (or, for a repeated clientId, the first message, or its tombstone if deleted)"),
+    201: jsonContent(sentMessageSchema, "Stored, committed and broadcast, with its `seq` (or, for a repeated clientId, the first message as history shows it, or its tombstone if deleted)"),
     ...validationResponses,
     ...protectedResponses,
     403: errorResponse("FORBIDDEN: userId is not the token's user"),

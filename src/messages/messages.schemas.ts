@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { atLeastUnits, atMostUnits, codePoints, idParam, limitParam, MAX_ID, storableText, storableTextMessage } from "../lib/schemas.ts";
+import { atLeastUnits, atMostUnits, codePoints, cursorParam, idParam, limitParam, MAX_ID, storableText, storableTextMessage } from "../lib/schemas.ts";
 
 /** Message text: trimmed, 1–4000 code points, storable in PostgreSQL. Sent and edited alike. */
 export const messageContentSchema = z
@@ -66,6 +66,14 @@ export const messageSchema = z
 
 export type ChatMessage = z.infer<typeof messageSchema>;
 
+/** A channel's event number (api.md §11): 1, 2, 3... per channel, one per created, edited or deleted message. */
+const seqSchema = z.number().int().positive().openapi({ description: "the event's number in its channel's log (api.md §11)" });
+
+/** Broadcast `message`: a committed message with its event number. */
+export const liveMessageSchema = messageSchema.extend({ seq: seqSchema }).openapi("LiveMessage");
+
+export type LiveMessage = z.infer<typeof liveMessageSchema>;
+
 /** What history shows in place of a deleted message: its id, and that it is gone (api.md §8). */
 export const deletedMessageSchema = z.object({ id: z.number().int(), deleted: z.literal(true) }).openapi("DeletedMessage");
 
@@ -76,17 +84,22 @@ export const historyEntrySchema = z.union([messageSchema, deletedMessageSchema])
 
 export type HistoryEntry = z.infer<typeof historyEntrySchema>;
 
+/** A send's answer: the message stored now, with its seq as broadcast; or, for a repeated clientId, the first one as history shows it. */
+export const sentMessageSchema = z.union([liveMessageSchema, historyEntrySchema]).openapi("SentMessage");
+
+export type SentMessage = z.infer<typeof sentMessageSchema>;
+
 export const messageEditSchema = z.object({ content: messageContentSchema }).openapi("MessageEdit");
 
 /** Broadcast `message:updated`. */
 export const messageUpdatedSchema = z
-  .object({ id: z.number().int(), channelId: z.number().int(), content: z.string(), editedAt: z.string().openapi({ format: "date-time" }) })
+  .object({ id: z.number().int(), channelId: z.number().int(), content: z.string(), editedAt: z.string().openapi({ format: "date-time" }), seq: seqSchema })
   .openapi("MessageUpdated");
 
 export type MessageUpdated = z.infer<typeof messageUpdatedSchema>;
 
 /** Broadcast `message:deleted`. */
-export const messageDeletedSchema = z.object({ id: z.number().int(), channelId: z.number().int() }).openapi("MessageDeleted");
+export const messageDeletedSchema = z.object({ id: z.number().int(), channelId: z.number().int(), seq: seqSchema }).openapi("MessageDeleted");
 
 export type MessageDeleted = z.infer<typeof messageDeletedSchema>;
 
@@ -101,7 +114,7 @@ export const historyQuerySchema = z
   .object({
     limit: limitParam(1, 200, 50),
     before: idParam.optional().openapi({ type: "integer", description: "older than this id, newest first" }),
-    after: idParam.optional().openapi({ type: "integer", description: "newer than this id, oldest first" }),
+    after: cursorParam.optional().openapi({ type: "integer", description: "newer than this id, oldest first (0: from the start)" }),
   })
   .refine((q) => q.before === undefined || q.after === undefined, {
     message: "use either before or after, not both",
@@ -141,3 +154,32 @@ export const searchHitSchema = z
   .openapi("SearchHit");
 
 export type SearchHit = z.infer<typeof searchHitSchema>;
+
+/** One entry of a channel's event log: `type` is the socket event's name, `data` exactly its payload (api.md §11). */
+export const channelEventSchema = z
+  .discriminatedUnion("type", [
+    z.object({ seq: seqSchema, type: z.literal("message"), data: liveMessageSchema }),
+    z.object({ seq: seqSchema, type: z.literal("message:updated"), data: messageUpdatedSchema }),
+    z.object({ seq: seqSchema, type: z.literal("message:deleted"), data: messageDeletedSchema }),
+  ])
+  .openapi("ChannelEvent");
+
+export type ChannelEvent = z.infer<typeof channelEventSchema>;
+
+/** `GET /api/channels/:id/events`. */
+export const eventsQuerySchema = z.object({
+  after: cursorParam.default(0).openapi({ type: "integer", minimum: 0, default: 0, description: "the last seq the client has; 0: from the beginning" }),
+  limit: limitParam(1, 1000, 200),
+});
+
+export type EventsQuery = z.output<typeof eventsQuerySchema>;
+
+export const eventsPageSchema = z
+  .object({
+    events: z.array(channelEventSchema).openapi({ description: "oldest first" }),
+    head: z.number().int().openapi({ description: "the channel's newest seq (0: none yet)" }),
+    limited: z.boolean().openapi({ description: "true (events empty): the events after `after` are no longer all kept; reload history and continue from head" }),
+  })
+  .openapi("ChannelEvents");
+
+export type EventsPage = z.infer<typeof eventsPageSchema>;

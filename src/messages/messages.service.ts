@@ -1,26 +1,21 @@
-import { Prisma } from "../generated/prisma/client.ts";
 import type { Db } from "../lib/db.ts";
 import { poolOf } from "../lib/db.ts";
 import { AppError } from "../lib/errors.ts";
 import { hasRole } from "../lib/policy.ts";
 import type { AuditService } from "../audit/audit.service.ts";
-import { createPublishGate, type PublishGate } from "./publish-gate.ts";
 import { consumeOrThrow, type Limiter } from "../lib/rate-limit.ts";
+import { keyedQueue } from "../lib/keyed-queue.ts";
 import type { AuthUser } from "../lib/tokens.ts";
 import type { ChannelsService } from "../channels/channels.service.ts";
 import { GENERAL_CHANNEL_ID } from "../channels/general.ts";
-import type { ChatMessage, HistoryEntry, HistoryQuery, MessageDeleted, MessageInput, MessageUpdated } from "./messages.schemas.ts";
+import type { ChatMessage, EventsPage, EventsQuery, HistoryEntry, HistoryQuery, MessageInput, SentMessage } from "./messages.schemas.ts";
 import { toChatMessage, toHistoryEntry, withAuthor } from "./message-rows.ts";
 import type { RecentMessages } from "./recent-messages.ts";
 import { createMessageWriter, type BatchOutcome, type NewMessage } from "./message-writer.ts";
+import { editMessageLogged, eraseMessageLogged } from "./log-writes.ts";
+import { eventsPage } from "./channel-log.ts";
+import type { Fanout } from "./fanout.ts";
 import type { ModerationService, Verdict } from "../moderation/moderation.service.ts";
-
-/** Delivers committed changes to the sockets of the channel's members (the realtime layer). */
-export interface MessageEvents {
-  created(message: ChatMessage): void;
-  updated(update: MessageUpdated): void;
-  deleted(deletion: MessageDeleted): void;
-}
 
 export type MessagesService = ReturnType<typeof createMessagesService>;
 
@@ -36,29 +31,26 @@ export function createMessagesService(deps: {
   db: Db;
   channels: ChannelsService;
   audit: AuditService;
-  publish: MessageEvents;
+  /** Where committed events go: this instance's sockets and every other instance's (fanout.ts). */
+  fanout: Pick<Fanout, "publish">;
+  /** A message was edited or deleted (after its commit): the cached summaries covering it go (api.md §10). */
+  onChanged?: (channelId: number, messageId: number) => void;
   limiter?: Limiter;
   /** Seconds each new message took from being accepted to its commit (the persist-latency metric). */
   onPersisted?: (seconds: number) => void;
   /** Rows per group-commit transaction, and how it ended (the batch metric). */
   onBatch?: (rows: number, outcome: BatchOutcome) => void;
-  /** Cross-instance publish order (with Redis); none on one instance. */
-  gate?: PublishGate;
-  /** Each channel's newest messages in memory (one instance only), kept by `publish`'s events. */
+  /** Each channel's newest messages in memory (one instance only), kept by the fan-out's events. */
   recent?: RecentMessages;
   /** api.md §10: checks messages and edits before storing (block) or after delivery (flag); none or MODERATION=off: nothing runs. */
   moderation?: ModerationService;
 }) {
-  const { db, channels, audit, publish, limiter, onPersisted, onBatch, gate = createPublishGate(), recent } = deps;
+  const { db, channels, audit, fanout, onChanged, limiter, onPersisted, onBatch, recent } = deps;
   const moderation = deps.moderation?.active ? deps.moderation : undefined;
-  const writer = createMessageWriter({ db, pool: poolOf(db), withPreviousIds: gate.active, onPersisted, onBatch });
+  const pool = poolOf(db);
+  const writer = createMessageWriter({ db, pool, onPersisted, onBatch });
   // Writes not yet acknowledged; graceful shutdown waits for them.
   const inFlight = new Set<Promise<unknown>>();
-  // Per channel, the last change in line to be published. A new message takes its place in
-  // line when it is handed to the writer, before its batch even starts, so an edit or delete
-  // of a message (which can only be found once it is committed) always queues behind that
-  // message's publication, and messages are published in the order the writer commits them.
-  const inChannelOrder = keyedQueue();
   // Moderation (block mode, with a model): per channel, the last accepted message in line to be
   // handed to the writer. A message takes its place at acceptance and its model check starts at
   // once, so checks of different messages run concurrently; it is handed over (writer.write) only
@@ -68,28 +60,22 @@ export function createMessagesService(deps: {
   const inAcceptanceOrder = keyedQueue();
 
   /**
-   * Hands `row` to the writer now and takes its place in the channel's publication line; resolves
-   * with the stored message once it is committed and published. `onCreated` runs once a new
-   * message is published (not for a resent clientId).
+   * Hands `row` to the writer; resolves with the stored message once it is committed and this
+   * instance's sockets have its event (the fan-out puts every channel's events in seq order, so
+   * nothing here waits for anything else). `onCreated` runs once a new message is published (not
+   * for a resent clientId).
    */
-  function store(row: NewMessage, onCreated?: (message: ChatMessage) => void): Promise<HistoryEntry> {
-    const written = writer.write(row);
-    // Awaited only when its turn comes; a failure meanwhile is not "unhandled".
-    written.catch(() => undefined);
-    return inChannelOrder(row.channelId, async () => {
-      const result = await written;
-      if (result.created) {
-        if (result.previousId !== undefined) await gate.before(row.channelId, result.previousId);
-        publish.created(result.message);
-        if (result.lastOfBatch) await gate.published(row.channelId, result.message.id);
-        onCreated?.(result.message);
-      }
-      return result.message;
-    });
+  async function store(row: NewMessage, onCreated?: (message: ChatMessage) => void): Promise<SentMessage> {
+    const written = await writer.write(row);
+    if (!written.created) return written.message;
+    const { message } = written;
+    await fanout.publish({ channelId: row.channelId, seq: message.seq, type: "message", data: message });
+    onCreated?.(message);
+    return message;
   }
 
   /** MODERATION=block or flag: `store` with the checks of api.md §10 around it. */
-  async function moderatedStore(mod: ModerationService, row: NewMessage): Promise<HistoryEntry> {
+  async function moderatedStore(mod: ModerationService, row: NewMessage): Promise<SentMessage> {
     const { channelId, userId } = row;
     if (row.clientId !== null) {
       // A resend of a stored message gets it back, as without moderation, and is not checked again:
@@ -109,7 +95,7 @@ export function createMessagesService(deps: {
       if (!verdict.allowed) throw await mod.refuse(userId, verdict, { channelId });
       return store(row);
     }
-    const handed = await inAcceptanceOrder(channelId, async (): Promise<{ refused: Verdict } | { stored: Promise<HistoryEntry>; verdict: Verdict }> => {
+    const handed = await inAcceptanceOrder(channelId, async (): Promise<{ refused: Verdict } | { stored: Promise<SentMessage>; verdict: Verdict }> => {
       const settled = await verdict;
       // A refused message releases its place at once.
       if (!settled.allowed) return { refused: settled };
@@ -156,7 +142,7 @@ export function createMessagesService(deps: {
      * Stores a message and, only once it is committed, publishes it. Returns the stored
      * message (the first one, for a repeated clientId, which is not published again).
      */
-    async send(author: AuthUser, input: MessageInput, { knownMember = false }: SendOptions = {}): Promise<HistoryEntry> {
+    async send(author: AuthUser, input: MessageInput, { knownMember = false }: SendOptions = {}): Promise<SentMessage> {
       if (input.userId !== undefined && input.userId !== author.id) {
         throw new AppError("FORBIDDEN", "userId does not match the authenticated user");
       }
@@ -191,22 +177,18 @@ export function createMessagesService(deps: {
           allowed = await verdict;
           if (!allowed.allowed) throw await moderation.refuse(author.id, allowed, target);
         }
-        return inChannelOrder(row.channelId, async () => {
-          // `deletedAt: null` in the same statement: a delete that won the race is not undone.
-          const updated = await db.message
-            .update({ where: { id: messageId, deletedAt: null }, data: { content, editedAt: new Date() }, include: withAuthor })
-            .catch((error) => {
-              if (error instanceof Prisma.PrismaClientKnownRequestError && error.code === "P2025") throw new AppError("NOT_FOUND", "No such message");
-              throw error;
-            });
-          const message = toChatMessage(updated);
-          publish.updated({ id: message.id, channelId: message.channelId, content: message.content, editedAt: message.editedAt! });
-          if (moderation && verdict) {
-            if (allowed) moderation.allowed(author.id, allowed, target);
-            else moderation.review(author.id, verdict, target);
-          }
-          return message;
-        });
+        const edited = await editMessageLogged(pool, row.channelId, messageId, content);
+        // Deleted meanwhile: the delete won the race and is not undone.
+        if (!edited) throw new AppError("NOT_FOUND", "No such message");
+        const message = toChatMessage({ ...row, content, editedAt: edited.editedAt });
+        const { channelId } = row;
+        await fanout.publish({ channelId, seq: edited.seq, type: "message:updated", data: { id: messageId, channelId, content, editedAt: message.editedAt!, seq: edited.seq } });
+        onChanged?.(channelId, messageId);
+        if (moderation && verdict) {
+          if (allowed) moderation.allowed(author.id, allowed, target);
+          else moderation.review(author.id, verdict, target);
+        }
+        return message;
       });
     },
 
@@ -222,20 +204,28 @@ export function createMessagesService(deps: {
         const byAuthor = row.userId === actor.id;
         if (!byAuthor && !moderator) throw new AppError("FORBIDDEN", "Only the author or a moderator can delete a message");
         if (row.deletedAt) return;
-        await inChannelOrder(row.channelId, async () => {
-          const erased = await db.$transaction(async (tx) => {
-            const { count } = await tx.message.updateMany({ where: { id: messageId, deletedAt: null }, data: { content: "", deletedAt: new Date() } });
-            if (count > 0 && !byAuthor) {
-              await audit.record(
-                { actorId: actor.id, action: "message_delete", targetType: "message", targetId: messageId, ip, meta: { channelId: row.channelId, authorId: row.userId } },
-                tx,
-              );
-            }
-            return count > 0;
-          });
-          if (erased) publish.deleted({ id: messageId, channelId: row.channelId });
+        const { channelId } = row;
+        const seq = await db.$transaction(async (tx) => {
+          const erased = await eraseMessageLogged(tx, channelId, messageId);
+          if (erased !== undefined && !byAuthor) {
+            await audit.record(
+              { actorId: actor.id, action: "message_delete", targetType: "message", targetId: messageId, ip, meta: { channelId, authorId: row.userId } },
+              tx,
+            );
+          }
+          return erased;
         });
+        // Undefined: another delete of it won the race; it published.
+        if (seq === undefined) return;
+        await fanout.publish({ channelId, seq, type: "message:deleted", data: { id: messageId, channelId, seq } });
+        onChanged?.(channelId, messageId);
       });
+    },
+
+    /** api.md §11: the channel's events after `after`, for a member (general: everyone). */
+    async events(reader: AuthUser, channelId: number, { after, limit }: EventsQuery): Promise<EventsPage> {
+      if (channelId !== GENERAL_CHANNEL_ID) await channels.assertMember(reader.id, channelId);
+      return eventsPage(db, channelId, after, limit);
     },
 
     /**
@@ -274,22 +264,3 @@ export function createMessagesService(deps: {
   };
 }
 
-/**
- * Runs tasks one after another per key (a channel id): each starts once the key's previous task
- * has settled, whether it succeeded or failed. Keys with nothing in line take no memory.
- */
-function keyedQueue() {
-  const tails = new Map<number, Promise<void>>();
-  return function inOrder<T>(key: number, task: () => Promise<T>): Promise<T> {
-    const result = (tails.get(key) ?? Promise.resolve()).then(task);
-    const tail = result.then(
-      () => undefined,
-      () => undefined,
-    );
-    tails.set(key, tail);
-    void tail.then(() => {
-      if (tails.get(key) === tail) tails.delete(key);
-    });
-    return result;
-  };
-}

@@ -1,4 +1,3 @@
-import type { MessageEvents } from "./messages.service.ts";
 import type { ChatMessage, HistoryEntry, MessageDeleted, MessageUpdated } from "./messages.schemas.ts";
 
 /**
@@ -104,24 +103,6 @@ export function createRecentMessages({ depth = 200, maxChannels = 100 }: { depth
 
     deleted(deletion) {
       replace(deletion.channelId, deletion.id, () => ({ id: deletion.id, deleted: true }));
-    },
-  };
-}
-
-/** `events`, with `recent` kept up to date first (so a read after the broadcast sees the change). */
-export function keepingRecent(recent: RecentMessages, events: MessageEvents): MessageEvents {
-  return {
-    created(message) {
-      recent.created(message);
-      events.created(message);
-    },
-    updated(update) {
-      recent.updated(update);
-      events.updated(update);
-    },
-    deleted(deletion) {
-      recent.deleted(deletion);
-      events.deleted(deletion);
     },
   };
 }

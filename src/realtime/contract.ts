@@ -1,4 +1,5 @@
 import type { AuthUser } from "../lib/tokens.ts";
+import type { LoggedEvent } from "../messages/channel-log.ts";
 import type { ClientEventAck, ServerEventName, ServerEventPayload } from "./events.ts";
 
 /**
@@ -19,10 +20,14 @@ export interface InterServerEvents {
   revoked: (change: { sessionIds?: string[]; userId?: number }) => void;
   /** A membership change, for sockets still handshaking on another instance. */
   membership: (change: { userId: number; channelId: number; member: boolean }) => void;
+  /** An event another instance committed, for this one's sockets (messages/fanout.ts). */
+  "channel:event": (event: LoggedEvent) => void;
 }
 
 export interface SocketData {
   user: AuthUser;
   /** Channels the user belonged to at connection; rooms follow membership changes after that. */
   channelIds: number[];
+  /** `auth.since` as validated at the handshake (api.md §11): channel id → the last seq the client has. */
+  since?: Map<number, number>;
 }

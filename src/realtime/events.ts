@@ -1,11 +1,11 @@
 import { z } from "@hono/zod-openapi";
 import { errorSchema } from "../lib/schemas.ts";
 import {
-  historyEntrySchema,
+  liveMessageSchema,
   messageDeletedSchema,
   messageInputSchema,
-  messageSchema,
   messageUpdatedSchema,
+  sentMessageSchema,
   typingInputSchema,
 } from "../messages/messages.schemas.ts";
 
@@ -24,9 +24,9 @@ const failedAckSchema = z.object({ ok: z.literal(false), error: errorBodySchema 
 
 export const clientEvents = {
   message: {
-    summary: "Send a message (api.md §3, §8); the ack carries the stored message, or for a repeated clientId the first one (a tombstone if deleted).",
+    summary: "Send a message (api.md §3, §8); the ack carries the stored message with its seq, or for a repeated clientId the first one as history shows it (a tombstone if deleted).",
     payload: messageInputSchema,
-    ack: z.union([z.object({ ok: z.literal(true), message: historyEntrySchema }), failedAckSchema]),
+    ack: z.union([z.object({ ok: z.literal(true), message: sentMessageSchema }), failedAckSchema]),
   },
   typing: {
     summary: "The sender is typing in a channel; relayed to its other members at most once per RATE_LIMIT_TYPING window.",
@@ -36,9 +36,14 @@ export const clientEvents = {
 } as const;
 
 export const serverEvents = {
-  message: { summary: "A committed message, to the members of its channel, in id order.", payload: messageSchema },
-  "message:updated": { summary: "A message was edited.", payload: messageUpdatedSchema },
-  "message:deleted": { summary: "A message was deleted; its text is gone.", payload: messageDeletedSchema },
+  message: { summary: "A committed message, to the members of its channel; every channel event in seq order (api.md §11).", payload: liveMessageSchema },
+  "message:updated": { summary: "A message was edited (an event of its channel's log, with its seq).", payload: messageUpdatedSchema },
+  "message:deleted": { summary: "A message was deleted; its text is gone (an event of its channel's log, with its seq).", payload: messageDeletedSchema },
+  resync: {
+    summary:
+      "A channel named in auth.since cannot be replayed (too far behind, past what the log keeps, or a seq it never had): reload its newest history page and continue from head; live events after head follow.",
+    payload: z.object({ channelId: id, head: z.number().int() }),
+  },
   "message:error": { summary: "A `message` without an ack callback was refused (to the sender only).", payload: errorBodySchema },
   "typing:error": { summary: "A `typing` without an ack callback was refused (to the sender only).", payload: errorBodySchema },
   typing: { summary: "Another member is typing in a channel.", payload: z.object({ channelId: id, userId: id }) },

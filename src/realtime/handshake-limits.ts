@@ -3,7 +3,7 @@ import type { Server as BunServer } from "bun";
 import { clientIp } from "../lib/client-ip.ts";
 import { AppError, rateLimited } from "../lib/errors.ts";
 import { consumeOrThrow, type Limiter } from "../lib/rate-limit.ts";
-import type { ChatServer } from "./realtime.ts";
+import type { ChatServer } from "./rooms.ts";
 
 // Caps on what an unauthenticated or over-eager client can make the server hold (api.md §7
 // "Connections"). A new Engine.IO session costs memory before any token is checked, and until

@@ -1,32 +1,19 @@
-import type { Server, Socket } from "socket.io";
-import type { Deliveries } from "./deliveries.ts";
-import { logServerFault, toAppError, validationError, type AppError } from "../lib/errors.ts";
+import { toAppError } from "../lib/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import type { Logger } from "../lib/logger.ts";
-import { messageInputSchema, typingInputSchema } from "../messages/messages.schemas.ts";
-import type { MessageEvents, MessagesService } from "../messages/messages.service.ts";
-import type { ChannelsService } from "../channels/channels.service.ts";
-import { GENERAL_CHANNEL_ID } from "../channels/general.ts";
-import { tryConsume, type Limiter } from "../lib/rate-limit.ts";
-import type { Presence } from "../presence/presence.service.ts";
+import type { Resumer } from "../messages/resume.ts";
 import type { Authenticator } from "../sessions/authenticator.ts";
 import { forgetRevoked, type Disconnector, type PeerNotifier } from "../sessions/revocations.ts";
 import type { AccessGuard } from "../sessions/access-guard.ts";
 import type { MembershipEvents } from "../channels/channels.service.ts";
 import type { Db } from "../lib/db.ts";
-import type { ClientToServerEvents, InterServerEvents, ServerToClientEvents, SocketData } from "./contract.ts";
-import { channelRefusals } from "./channel-refusals.ts";
 import { budgetEvents, type EventBudget } from "./event-budget.ts";
 import { clientEvents } from "./events.ts";
+import { channelRoom, sessionRoom, userRoom, type ChatServer, type ChatSocket } from "./rooms.ts";
 
-export type ChatServer = Server<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;
-type ChatSocket = Socket<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;
+export type { ChatServer } from "./rooms.ts";
 
-// Every socket joins the rooms of its user and its session, so revocation reaches them by
-// name, and one room per channel it is a member of, so messages reach members only.
-const userRoom = (userId: number) => `user:${userId}`;
-const sessionRoom = (sessionId: string) => `session:${sessionId}`;
-export const channelRoom = (channelId: number) => `channel:${channelId}`;
+const clientEventNames: ReadonlySet<string> = new Set(Object.keys(clientEvents));
 
 /**
  * Connections (Socket.IO clients) whose handshake to the default namespace is running. A client
@@ -132,9 +119,11 @@ export function loadSocketChannels(io: ChatServer, db: Db): void {
 }
 
 /** Membership changes take effect at once on every socket of the user (with Redis, on every instance). */
-export function socketMembership(io: ChatServer, { clustered }: { clustered: boolean }): MembershipEvents {
+export function socketMembership(io: ChatServer, { clustered, resumer }: { clustered: boolean; resumer: Pick<Resumer, "membershipChanged"> }): MembershipEvents {
   const record = (userId: number, channelId: number, member: boolean) => {
     for (const changes of handshakesOf(io, userId)?.values() ?? []) changes.set(channelId, member);
+    // Sockets replaying the channel (resume.ts) are in no room of it yet either.
+    resumer.membershipChanged(userId, channelId, member);
   };
   // Another instance's change, for sockets handshaking here (its room changes arrive through the adapter).
   io.on("membership", ({ userId, channelId, member }) => record(userId, channelId, member));
@@ -149,18 +138,6 @@ export function socketMembership(io: ChatServer, { clustered }: { clustered: boo
       if (clustered) io.serverSideEmit("membership", { userId, channelId, member: false });
       io.in(userRoom(userId)).socketsLeave(channelRoom(channelId));
     },
-  };
-}
-
-/** Committed messages, edits and deletions go to the sockets of the channel's members only. */
-export function messageEvents(io: ChatServer, deliveries?: Deliveries): MessageEvents {
-  return {
-    created: (message) => {
-      io.to(channelRoom(message.channelId)).emit("message", message);
-      deliveries?.delivered(message);
-    },
-    updated: (update) => io.to(channelRoom(update.channelId)).emit("message:updated", update),
-    deleted: (deletion) => io.to(channelRoom(deletion.channelId)).emit("message:deleted", deletion),
   };
 }
 
@@ -190,51 +167,25 @@ export function socketDisconnector(io: ChatServer): Disconnector {
 }
 
 /**
- * Runs one client event: the ack, if the client asked for one, is always the last argument
- * and gets `{ ok: true, ... }` or `{ ok: false, error }`; without one, a refusal goes to the
- * sender as `<event>:error`. Either way the connection stays up.
+ * Every connected socket: its event budget, then each feature's handlers (synchronously, so an
+ * event sent right after connecting finds them), then its rooms (resume.ts: at once, or after the
+ * replay of the channels it resumes), then the re-check of its session and its presence.
  */
-function onEvent<R extends object>(
-  socket: ChatSocket,
-  event: "message" | "typing",
-  logger: Logger,
-  run: (payload: unknown) => Promise<R>,
-  outcome?: (error?: AppError) => void,
-): void {
-  socket.on(event, async (...args: unknown[]) => {
-    const ack = typeof args.at(-1) === "function" ? (args.pop() as (result: unknown) => void) : undefined;
-    try {
-      const result = await run(args[0]);
-      outcome?.();
-      ack?.({ ok: true, ...result });
-    } catch (error) {
-      const appError = toAppError(error);
-      outcome?.(appError);
-      logServerFault(logger, appError, error, { userId: socket.data.user.id, socketId: socket.id, event });
-      if (ack) ack({ ok: false, error: appError.toBody() });
-      else socket.emit(`${event}:error`, appError.toBody());
-    }
-  });
-}
-
-const clientEventNames: ReadonlySet<string> = new Set(Object.keys(clientEvents));
-
-/** Wires the client events to the same services the REST routes call. */
-export function handleChatEvents(
+export function handleConnections(
   io: ChatServer,
   deps: {
-    messages: MessagesService;
-    channels: ChannelsService;
-    presence: Presence;
-    typingLimiter?: Limiter;
     /** SOCKET_EVENT_RATE and SOCKET_EVENT_REFUSALS (event-budget.ts). */
     eventBudget: EventBudget;
+    /** Each feature's socket handlers (messages.socket.ts, typing.socket.ts). */
+    handlers: ((socket: ChatSocket) => void)[];
+    resumer: Resumer;
+    presence: { counted(socket: ChatSocket): Promise<void> };
     authenticator: Authenticator;
     logger: Logger;
     metrics: Metrics;
   },
 ): void {
-  const { messages, channels, presence, typingLimiter, eventBudget, authenticator, logger, metrics } = deps;
+  const { eventBudget, handlers, resumer, presence, authenticator, logger, metrics } = deps;
   io.on("connection", (socket: ChatSocket) => {
     const { id: userId, sessionId } = socket.data.user;
 
@@ -245,59 +196,16 @@ export function handleChatEvents(
       onRefused: metrics.socketEventRefused,
       onCut: metrics.abusiveClientDropped,
     });
+    for (const handle of handlers) handle(socket);
 
-    // Handlers first, synchronously: an event sent right after connecting must find them.
-    onEvent(
-      socket,
-      "message",
-      logger,
-      async (payload) => {
-        const parsed = messageInputSchema.safeParse(payload);
-        if (!parsed.success) throw validationError(parsed.error.issues, "Message failed validation");
-        const author = await authenticator.current(socket.data.user);
-        // As for typing: the socket's rooms follow membership, so being in the channel's room
-        // settles it without a query; otherwise the database says why not (NOT_FOUND or FORBIDDEN).
-        const knownMember = socket.rooms.has(channelRoom(parsed.data.channelId ?? GENERAL_CHANNEL_ID));
-        return { message: await messages.send(author, parsed.data, { knownMember }) };
-      },
-      (error) => (error ? metrics.messageRejected("socket", error.code) : metrics.messageAccepted("socket")),
-    );
-
-    const refusals = channelRefusals();
-    onEvent(socket, "typing", logger, async (payload) => {
-      const parsed = typingInputSchema.safeParse(payload);
-      if (!parsed.success) throw validationError(parsed.error.issues, "Typing event failed validation");
-      const { channelId } = parsed.data;
-      // From memory: one query per session on a cache miss, shared by the events waiting for it.
-      await authenticator.current(socket.data.user);
-      // The socket's rooms follow membership; only when it is not in the room does the
-      // database say why (NOT_FOUND or FORBIDDEN, as over REST), once for a while.
-      if (!socket.rooms.has(channelRoom(channelId))) await refusals(channelId, () => channels.assertMember(userId, channelId));
-      // Throttled per user and channel: within the window, further typing events are dropped quietly.
-      if (await tryConsume(typingLimiter, `${userId}:${channelId}`)) socket.to(channelRoom(channelId)).except(userRoom(userId)).emit("typing", { channelId, userId });
-      return {};
-    });
-
-    // Presence counts users, not sockets: only the first socket in and the last out are news.
-    // A socket counts once its session has been re-checked below, so one cut at once is never announced.
-    let counted = false;
-    const announce = async (changed: Promise<boolean>, status: "online" | "offline") => {
-      try {
-        if (await changed) io.emit("presence", { userId, status });
-      } catch (error) {
-        logger.warn({ err: error, userId }, "presence could not be updated");
-      }
-    };
     const transport = () => socket.conn.transport.name;
     logger.info({ socketId: socket.id, userId, transport: transport() }, "socket connected");
-    socket.on("disconnect", (reason) => {
-      logger.info({ socketId: socket.id, userId, transport: transport(), reason }, "socket disconnected");
-      if (counted) void announce(presence.disconnected(userId), "offline");
-    });
+    socket.on("disconnect", (reason) => logger.info({ socketId: socket.id, userId, transport: transport(), reason }, "socket disconnected"));
 
+    // Synchronously with settling: from here on, membership changes reach it through its user room.
+    void socket.join([userRoom(userId), sessionRoom(sessionId)]);
+    resumer.joinChannels(socket, settleChannels(io, socket));
     void (async () => {
-      // Synchronously with settling: from here on, membership changes reach it through its user room.
-      await socket.join([userRoom(userId), sessionRoom(sessionId), ...settleChannels(io, socket).map(channelRoom)]);
       // A revocation between the handshake and joining the rooms would have missed this socket.
       const alive = await authenticator.current(socket.data.user).then(
         () => true,
@@ -305,8 +213,7 @@ export function handleChatEvents(
       );
       if (!alive) return void socket.disconnect(true);
       if (!socket.connected) return;
-      counted = true;
-      await announce(presence.connected(userId), "online");
+      await presence.counted(socket);
     })();
   });
 }

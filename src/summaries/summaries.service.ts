@@ -7,7 +7,6 @@ import type { Logger } from "../lib/logger.ts";
 import { consumeOrThrow, type Limiter } from "../lib/rate-limit.ts";
 import type { AuthUser } from "../lib/tokens.ts";
 import { LlmFailure, type LlmClient, type LlmMessage } from "../llm/llm-client.ts";
-import type { MessageEvents } from "../messages/messages.service.ts";
 import { MAX_SUMMARY_MESSAGES, type ChannelSummaryView, type SummaryQuery } from "./summaries.schemas.ts";
 
 /**
@@ -20,8 +19,8 @@ import { MAX_SUMMARY_MESSAGES, type ChannelSummaryView, type SummaryQuery } from
  *   one more call, or, when they do not fit one prompt either, in groups, level after level.
  * - Cache: per range, keyed (channel, first message id, last message id, model) in the
  *   channel_summaries table, so every instance shares it. A cached summary is dropped when a message
- *   inside its range is edited or deleted (`invalidatingSummaries`, on the same events that are
- *   broadcast), and a read also ignores a row older than an edit or deletion inside its range, so a
+ *   inside its range is edited or deleted (`onChanged` of the messages service, after each edit's or
+ *   deletion's commit), and a read also ignores a row older than an edit or deletion inside its range, so a
  *   read right after an edit's answer never gets the stale summary.
  * - Limit: RATE_LIMIT_SUMMARIES per user, over every request that reaches the feature (cache hits
  *   included), so one account cannot keep the summary slots busy.
@@ -233,23 +232,3 @@ export function createSummariesService(deps: {
   };
 }
 
-/** `events`, with the summaries cache invalidated by each edit and deletion (after its commit, where it is published). */
-export function invalidatingSummaries(summaries: Pick<SummariesService, "invalidate">, events: MessageEvents, logger?: Logger): MessageEvents {
-  const drop = (channelId: number, id: number) => {
-    // Not awaited: publishing stays synchronous. A read meanwhile still skips the stale row (see `cached`).
-    summaries.invalidate(channelId, id).catch((error) => logger?.warn({ err: error, channelId, messageId: id }, "summary cache not invalidated"));
-  };
-  return {
-    created(message) {
-      events.created(message);
-    },
-    updated(update) {
-      drop(update.channelId, update.id);
-      events.updated(update);
-    },
-    deleted(deletion) {
-      drop(deletion.channelId, deletion.id);
-      events.deleted(deletion);
-    },
-  };
-}

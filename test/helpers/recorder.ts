@@ -63,8 +63,11 @@ export type Recorder = ReturnType<typeof record>;
 /** Matches the `message` event carrying the message with this id. */
 export const isMessage = (id: number) => ([event, payload]: Recorded) => event === "message" && (payload as ChatMessage).id === id;
 
-/** The broadcast shape, exactly: these keys and no others, an integer id and a round-trip ISO timestamp. */
-export function expectMessageShape(message: unknown, author: { id: number; username: string }, content: string, channelId = 1) {
+/**
+ * The broadcast shape, exactly: these keys and no others, an integer id and a round-trip ISO
+ * timestamp, and the event's `seq` (api.md §11) — which a history entry does not have (`history`).
+ */
+export function expectMessageShape(message: unknown, author: { id: number; username: string }, content: string, channelId = 1, { history = false } = {}) {
   expect(message).toEqual({
     id: expect.any(Number),
     channelId,
@@ -72,10 +75,12 @@ export function expectMessageShape(message: unknown, author: { id: number; usern
     username: author.username,
     content,
     timestamp: expect.stringMatching(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/),
+    ...(history ? {} : { seq: expect.any(Number) }),
   });
-  const m = message as ChatMessage;
-  expect(Object.keys(m).sort()).toEqual(["channelId", "content", "id", "timestamp", "userId", "username"]);
+  const m = message as ChatMessage & { seq?: number };
+  expect(Object.keys(m).sort()).toEqual(["channelId", "content", "id", ...(history ? [] : ["seq"]), "timestamp", "userId", "username"]);
   expect(Number.isInteger(m.id)).toBe(true);
+  if (!history) expect(Number.isInteger(m.seq) && m.seq! > 0).toBe(true);
   expect(new Date(m.timestamp).toISOString()).toBe(m.timestamp);
 }
 

@@ -1,0 +1,26 @@
+import type { Logger } from "../lib/logger.ts";
+import type { ChatServer, ChatSocket } from "../realtime/rooms.ts";
+import type { Presence } from "./presence.service.ts";
+
+/**
+ * Presence counts users, not sockets: only the first socket in and the last out are news, told to
+ * every socket. A socket counts once its session has been re-checked (realtime.ts), so one cut at
+ * once is never announced.
+ */
+export function presenceAnnouncer(io: ChatServer, presence: Presence, logger: Logger) {
+  const announce = async (userId: number, changed: Promise<boolean>, status: "online" | "offline") => {
+    try {
+      if (await changed) io.emit("presence", { userId, status });
+    } catch (error) {
+      logger.warn({ err: error, userId }, "presence could not be updated");
+    }
+  };
+  return {
+    /** Counts the socket in (announcing its user online if first) and out when it disconnects. */
+    async counted(socket: ChatSocket): Promise<void> {
+      const userId = socket.data.user.id;
+      socket.on("disconnect", () => void announce(userId, presence.disconnected(userId), "offline"));
+      await announce(userId, presence.connected(userId), "online");
+    },
+  };
+}

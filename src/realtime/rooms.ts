@@ -1,0 +1,11 @@
+import type { Server, Socket } from "socket.io";
+import type { ClientToServerEvents, InterServerEvents, ServerToClientEvents, SocketData } from "./contract.ts";
+
+export type ChatServer = Server<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;
+export type ChatSocket = Socket<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;
+
+// Every socket joins the rooms of its user and its session, so revocation reaches them by
+// name, and one room per channel it is a member of, so events reach members only.
+export const userRoom = (userId: number) => `user:${userId}`;
+export const sessionRoom = (sessionId: string) => `session:${sessionId}`;
+export const channelRoom = (channelId: number) => `channel:${channelId}`;
