@@ -17,6 +17,9 @@ import type { Adapter, BroadcastOptions } from "socket.io-adapter";
  * To upgrade one of these libraries: read what its entry lists against the new version's source,
  * adapt the accessors below (and the files named), run the tests those files name, then change
  * the version here.
+ *
+ * engine.io is not listed: socket.io loads it, but served through `io.bind()` with the Bun engine
+ * none of its code runs: the sessions are @socket.io/bun-engine's.
  */
 
 /** A library version this module was written against, and what it relies on in it. */
