@@ -2,6 +2,7 @@ import path from "node:path";
 import { createApp } from "./app.ts";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { createDb } from "./lib/db.ts";
+import { checkLibraryVersions, LibraryVersionError } from "./lib/internals.ts";
 import { devJwtSecret } from "./lib/dev-secret.ts";
 import { startEmbeddedDatabase, type EmbeddedDatabase } from "./lib/embedded-db.ts";
 import { createLogger } from "./lib/logger.ts";
@@ -19,6 +20,16 @@ try {
   config = loadConfig(process.env);
 } catch (error) {
   if (!(error instanceof ConfigError)) throw error;
+  console.error(error.message);
+  process.exit(1);
+}
+
+// Before touching the database: an instance whose socket.io or ioredis is not the version their
+// internals were checked on (src/lib/internals.ts) must not start at all. serve() checks again.
+try {
+  checkLibraryVersions();
+} catch (error) {
+  if (!(error instanceof LibraryVersionError)) throw error;
   console.error(error.message);
   process.exit(1);
 }

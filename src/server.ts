@@ -2,6 +2,7 @@ import type { Server } from "bun";
 import { Server as Engine } from "@socket.io/bun-engine";
 import { corsOrigin, type App } from "./app.ts";
 import type { Config } from "./config.ts";
+import { checkLibraryVersions, engineSession, queuedPackets } from "./lib/internals.ts";
 import { drainingHeaders, shuttingDown } from "./middleware/draining.ts";
 import { enableNativeFanout } from "./realtime/native-fanout.ts";
 import { boundedPoll, engineBadRequest, isBadUpgrade } from "./realtime/socket-requests.ts";
@@ -28,8 +29,7 @@ function handshakeRefused(): Response {
 
 /** Resolves once no Socket.IO connection has packets waiting to be written. */
 async function acksDelivered(io: App["io"]): Promise<void> {
-  const pending = () =>
-    [...io.of("/").sockets.values()].some((socket) => ((socket.conn as unknown as { writeBuffer?: unknown[] }).writeBuffer?.length ?? 0) > 0);
+  const pending = () => [...io.of("/").sockets.values()].some((socket) => queuedPackets(engineSession(socket)).length > 0);
   while (pending()) await Bun.sleep(10);
 }
 
@@ -68,6 +68,9 @@ export function serve(
     | "SOCKET_PING_TIMEOUT_MS"
   >,
 ): RunningServer {
+  // What the fan-out, the slow-client guard and the shutdown read of the libraries' internals holds
+  // for the versions src/lib/internals.ts was written for only: refuse to serve with any other.
+  checkLibraryVersions();
   const engine = new Engine({
     path: socketPath,
     maxHttpBufferSize: config.SOCKET_MAX_BUFFER_BYTES,

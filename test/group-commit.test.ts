@@ -1,7 +1,8 @@
 import { collectMessages, settleMessages } from "./helpers/recorder.ts";
 import { batchFigures, batchesSince, hold, until, waitingForLocks, type BatchFigures } from "./helpers/locks.ts";
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
-import type { ChatMessage } from "../src/messages/messages.schemas.ts";
+import { MAX_BATCHES_IN_FLIGHT } from "../src/messages/message-writer.ts";
+import type { ChatMessage, HistoryEntry } from "../src/messages/messages.schemas.ts";
 import { expectError } from "./helpers/expect-error.ts";
 import { apiFor, expectStatus } from "./helpers/http.ts";
 import { sendWithAck, startTestServer, uniqueName, type ChatClient, type Registered, type Transport } from "./helpers/server.ts";
@@ -12,7 +13,9 @@ setDefaultTimeout(TEST_TIMEOUT_MS);
 
 // Group commit (src/messages/message-writer.ts): messages arriving together are stored by one
 // multi-row INSERT in one transaction, acked and broadcast only after its COMMIT, in order; a
-// row the database refuses fails alone; a database that goes away is 503 UNAVAILABLE.
+// row the database refuses fails alone; a database that goes away is 503 UNAVAILABLE. Across many
+// channels at once: batches per channel in order, and a refused row in one channel costs another
+// channel's rows nothing.
 
 const t = await startTestServer();
 const { sql } = t.database;
@@ -29,6 +32,41 @@ async function connect(user: Registered, transport: Transport = "websocket"): Pr
   return socket;
 }
 
+/** A channel made by `owner`, its only member (and anyone who joins it through the API later). */
+async function createChannel(owner: Registered): Promise<number> {
+  const channel = await expectStatus(await api("POST", "/api/channels", owner.token, { name: uniqueName("room"), kind: "public" }), 201);
+  return channel.id as number;
+}
+
+/** The newest history page (the default 50), as the API answers it. */
+async function newest(reader: Registered, channelId: number): Promise<HistoryEntry[]> {
+  return (await expectStatus(await api("GET", `/api/channels/${channelId}/messages`, reader.token), 200)) as HistoryEntry[];
+}
+
+type MessageRow = { id: number; channel_id: number; user_id: number; username: string; content: string; created_at: Date; edited_at: Date | null; deleted_at: Date | null };
+
+/** What the database says the newest page is: ordered by id desc, deleted rows as tombstones. */
+async function stored(channelId: number, limit = 50): Promise<HistoryEntry[]> {
+  const rows = await sql<MessageRow[]>`
+    SELECT m.id, m.channel_id, m.user_id, u.username, m.content, m.created_at, m.edited_at, m.deleted_at
+      FROM messages m JOIN users u ON u.id = m.user_id
+     WHERE m.channel_id = ${channelId}
+     ORDER BY m.id DESC
+     LIMIT ${limit}`;
+  return rows.map((row): HistoryEntry => {
+    if (row.deleted_at !== null) return { id: row.id, deleted: true };
+    const message: ChatMessage = {
+      id: row.id,
+      channelId: row.channel_id,
+      userId: row.user_id,
+      username: row.username,
+      content: row.content,
+      timestamp: new Date(row.created_at).toISOString(),
+    };
+    if (row.edited_at !== null) message.editedAt = new Date(row.edited_at).toISOString();
+    return message;
+  });
+}
 
 async function storedWithContent(contents: string[]): Promise<{ id: number; content: string }[]> {
   const rows = await sql<{ id: number; content: string }[]>`SELECT id, content FROM messages ORDER BY id`;
@@ -36,6 +74,7 @@ async function storedWithContent(contents: string[]): Promise<{ id: number; cont
 }
 
 const increasing = (ids: number[]) => ids.every((id, i) => i === 0 || id > ids[i - 1]!);
+const byId = (a: { id: number }, b: { id: number }) => a.id - b.id;
 
 describe("group commit", () => {
   test("200 messages sent at once from 20 sockets: fewer transactions than messages, every ack a committed row, everyone gets everything once, in id order", async () => {
@@ -235,5 +274,222 @@ describe("group commit", () => {
     const next = await sendWithAck(socket, { content: "after the outage" });
     expect(next).toMatchObject({ ok: true, message: { content: "after the outage" } });
     expect(await storedWithContent(["after the outage"])).toEqual([{ id: next.message.id, content: "after the outage" }]);
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// Group commit across many channels
+
+describe("group commit across many channels", () => {
+  type StoredRow = { id: number; channel_id: number; user_id: number; username: string; content: string; created_at: Date; tx: string };
+
+  async function storedLike(pattern: string): Promise<StoredRow[]> {
+    return sql<StoredRow[]>`
+      SELECT m.id, m.channel_id, m.user_id, u.username, m.content, m.created_at, m.xmin::text AS tx
+        FROM messages m JOIN users u ON u.id = m.user_id WHERE m.content LIKE ${pattern} ORDER BY m.id`;
+  }
+
+  const asAcked = (r: StoredRow): ChatMessage => ({
+    id: r.id,
+    channelId: r.channel_id,
+    userId: r.user_id,
+    username: r.username,
+    content: r.content,
+    timestamp: new Date(r.created_at).toISOString(),
+  });
+
+  /** `n` users, each the only member of a channel of their own (and, like everyone, of general). */
+  async function owners(n: number): Promise<{ user: Registered; channelId: number }[]> {
+    const users = await Promise.all(Array.from({ length: n }, () => t.register()));
+    return Promise.all(users.map(async (user) => ({ user, channelId: await createChannel(user) })));
+  }
+
+  test("10 users each in their own channel: 300 messages over the 10 channels at once; each ack is exactly one stored row; per channel, acks and broadcasts in id order; nobody gets another channel's messages", async () => {
+    const tag = `gc ${crypto.randomUUID().slice(0, 8)}`;
+    const parties = await owners(10);
+    // Each user sends from two sockets (both transports); a watcher who joined every channel sees everything.
+    const watcher = await t.register();
+    for (const { channelId } of parties) await expectStatus(await api("POST", `/api/channels/${channelId}/join`, watcher.token), 200);
+    const watching = await Promise.all([connect(watcher, "websocket"), connect(watcher, "polling")]);
+    const senders = await Promise.all(parties.flatMap(({ user }) => [connect(user, "websocket"), connect(user, "polling")]));
+    const received = [...senders, ...watching].map(collectMessages);
+    const before = await batchFigures(t.url);
+
+    // Interleaved: round k sends one message from each of the 20 sockets, 15 rounds, all emitted in one tick.
+    const acksInArrival: ChatMessage[][] = senders.map(() => []);
+    const sends = Array.from({ length: 15 }, (_, k) =>
+      senders.map((socket, s) => {
+        const party = parties[Math.floor(s / 2)]!;
+        const payload = { content: `${tag} c${party.channelId} s${s} #${k}`, channelId: party.channelId };
+        const ack = sendWithAck(socket, payload, 20_000).then((a) => {
+          if (a.ok) acksInArrival[s]!.push(a.message);
+          return a;
+        });
+        return { author: party.user.user, payload, ack };
+      }),
+    ).flat();
+    const acks = await Promise.all(sends.map((s) => s.ack));
+
+    for (const [i, ack] of acks.entries()) {
+      const { author, payload } = sends[i]!;
+      expect(ack).toEqual({
+        ok: true,
+        message: { id: expect.any(Number), channelId: payload.channelId, userId: author.id, username: author.username, content: payload.content, timestamp: expect.any(String) },
+      });
+    }
+    const messages = acks.map((a) => a.message as ChatMessage).sort(byId);
+    expect(new Set(messages.map((m) => m.id)).size).toBe(300);
+
+    // Every ack is one committed row, exactly as acked, and nothing else was stored.
+    const rows = await storedLike(`${tag} %`);
+    expect(rows.map(asAcked)).toEqual(messages);
+
+    // Batched: fewer transactions than messages, as the writer counts them too; per channel, its
+    // transactions follow one another (no channel's rows of two transactions interleave by id).
+    const transactions = new Set(rows.map((r) => r.tx)).size;
+    expect(transactions).toBeLessThan(300 / 4);
+    expect(await batchesSince(t.url, before)).toEqual({ committed: { batches: transactions, rows: 300 }, split: { batches: 0, rows: 0 }, failed: { batches: 0, rows: 0 } });
+    for (const { channelId } of parties) {
+      const txs = rows.filter((r) => r.channel_id === channelId).map((r) => r.tx);
+      const runs = txs.filter((tx, i) => i === 0 || tx !== txs[i - 1]);
+      expect({ channelId, runs: runs.length }).toEqual({ channelId, runs: new Set(txs).size });
+    }
+    console.info(`group commit: 300 messages over 10 channels in ${transactions} transactions`);
+
+    // Acks arrive, per socket (each sends to one channel), in id order, all 15.
+    for (const [s, list] of acksInArrival.entries()) {
+      expect(list).toHaveLength(15);
+      expect({ s, increasing: increasing(list.map((m) => m.id)) }).toEqual({ s, increasing: true });
+    }
+
+    // Broadcasts: each sender's sockets get exactly their channel's 30, in id order; the watcher all 300, each channel's in id order.
+    await settleMessages(t, parties[0]!.user, received);
+    for (const [s] of senders.entries()) {
+      const { channelId } = parties[Math.floor(s / 2)]!;
+      expect({ s, got: received[s] }).toEqual({ s, got: messages.filter((m) => m.channelId === channelId) });
+    }
+    for (const list of received.slice(senders.length)) {
+      expect(list).toHaveLength(300);
+      for (const { channelId } of parties) expect(list.filter((m) => m.channelId === channelId)).toEqual(messages.filter((m) => m.channelId === channelId));
+    }
+  });
+
+  // A row the database refuses, in channel X: by a trigger (INTERNAL), or because its author was
+  // deleted just before (UNAUTHORIZED). The table lock holds batches until released, so what
+  // forms a batch is decided, not timed:
+  //   same batch: batches in other channels take all the writer's slots; everything sent
+  //     meanwhile, X's rows and Y's, becomes the next batch, together;
+  //   own batches: one blocked batch in X and one in Y; the rows sent meanwhile wait for their
+  //     channel, and as each blocked batch ends its channel's rows start a batch of their own,
+  //     while the other channel is still busy: X's and Y's rows are never in one batch.
+  const failures: [poison: "refused by a trigger" | "from a deleted author", layout: "same batch" | "own batches"][] = [
+    ["refused by a trigger", "same batch"],
+    ["refused by a trigger", "own batches"],
+    ["from a deleted author", "same batch"],
+    ["from a deleted author", "own batches"],
+  ];
+
+  test.each(failures)("a row %s in channel X, %s as channel Y's rows: Y's are all stored, acked and broadcast in order; X's others too; only that row fails", async (poison, layout) => {
+    const tag = `rf ${crypto.randomUUID().slice(0, 8)}`;
+    const [x, y, ...others] = await owners(2 + MAX_BATCHES_IN_FLIGHT);
+    const [xSocket, ySocket] = await Promise.all([connect(x!.user), connect(y!.user)]);
+    const watcher = await t.register();
+    for (const { channelId } of [x!, y!]) await expectStatus(await api("POST", `/api/channels/${channelId}/join`, watcher.token), 200);
+    const seen = collectMessages(await connect(watcher, "polling"));
+
+    // The poisoned row's socket and content.
+    let poisonSocket = xSocket;
+    let poisonContent = `${tag} x poison`;
+    let expectedCode = "INTERNAL";
+    if (poison === "refused by a trigger") {
+      await sql.unsafe(`CREATE OR REPLACE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.content LIKE '% poison' THEN RAISE EXCEPTION 'poisoned row'; END IF; RETURN NEW; END $$`);
+      await sql.unsafe(`CREATE TRIGGER refuse_poison BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse_poison()`);
+    } else {
+      // A member of X whose account is deleted while their socket (and its cached session) is up.
+      const doomed = await t.register();
+      await expectStatus(await api("POST", `/api/channels/${x!.channelId}/join`, doomed.token), 200);
+      poisonSocket = await connect(doomed);
+      poisonContent = `${tag} x from the deleted`;
+      await sql`DELETE FROM users WHERE id = ${doomed.user.id}`;
+      expectedCode = "UNAUTHORIZED";
+    }
+
+    const xGood = [0, 1, 2, 3].map((i) => `${tag} x good ${i}`);
+    const yGood = [0, 1, 2, 3, 4, 5].map((i) => `${tag} y good ${i}`);
+    const send = (socket: ChatClient, channelId: number, content: string) => sendWithAck(socket, { content, channelId }, 20_000);
+    const blockers: { socket: ChatClient; channelId: number }[] =
+      layout === "same batch"
+        ? await Promise.all(others.map(async (o) => ({ socket: await connect(o.user), channelId: o.channelId })))
+        : [
+            { socket: xSocket, channelId: x!.channelId },
+            { socket: ySocket, channelId: y!.channelId },
+          ];
+    let blocked: Promise<any>[] = [];
+    let xAcks: Promise<any>[] = [];
+    let yAcks: Promise<any>[] = [];
+    let poisonAck: Promise<any>;
+    let before: BatchFigures;
+    try {
+      const lock = await hold(sql, "LOCK TABLE messages IN EXCLUSIVE MODE");
+      try {
+        before = await batchFigures(t.url);
+        // One at a time, each a batch of its own stuck on the lock.
+        for (const [i, { socket, channelId }] of blockers.entries()) {
+          blocked.push(send(socket, channelId, `${tag} blocker ${i}`));
+          await until(async () => (await waitingForLocks(sql)).length === i + 1, `blocker ${i} to wait for the lock`);
+        }
+        xAcks = xGood.slice(0, 2).map((content) => send(xSocket, x!.channelId, content));
+        poisonAck = send(poisonSocket, x!.channelId, poisonContent);
+        xAcks.push(...xGood.slice(2).map((content) => send(xSocket, x!.channelId, content)));
+        yAcks = yGood.map((content) => send(ySocket, y!.channelId, content));
+        await until(() => t.app.services.messages.pendingWrites() === blockers.length + xGood.length + 1 + yGood.length, "every row to wait for the writer");
+      } finally {
+        await lock.release();
+      }
+      const [xAnswers, yAnswers, poisonAnswer, blockerAnswers] = await Promise.all([Promise.all(xAcks), Promise.all(yAcks), poisonAck!, Promise.all(blocked)]);
+      expect(poisonAnswer).toEqual({ ok: false, error: { code: expectedCode, message: expect.any(String) } });
+      for (const [i, answer] of [...blockerAnswers, ...xAnswers, ...yAnswers].entries()) {
+        expect({ i, answer }).toEqual({ i, answer: { ok: true, message: expect.any(Object) } });
+      }
+
+      // Stored: exactly the acked rows, nothing of the poisoned one; each channel's in the order sent.
+      const xMessages = xAnswers.map((a) => a.message as ChatMessage);
+      const yMessages = yAnswers.map((a) => a.message as ChatMessage);
+      expect(xMessages.map((m) => m.content)).toEqual(xGood);
+      expect(yMessages.map((m) => m.content)).toEqual(yGood);
+      expect(increasing(xMessages.map((m) => m.id))).toBe(true);
+      expect(increasing(yMessages.map((m) => m.id))).toBe(true);
+      const rows = await storedLike(`${tag} %`);
+      const acked = [...blockerAnswers, ...xAnswers, ...yAnswers].map((a) => a.message as ChatMessage).sort(byId);
+      expect(rows.map(asAcked)).toEqual(acked);
+
+      // How the writer handled it: only the batch holding the poisoned row went row by row.
+      const since = await batchesSince(t.url, before!);
+      const transactionsOf = (channelId: number, contents: string[]) => new Set(rows.filter((r) => r.channel_id === channelId && contents.includes(r.content)).map((r) => r.tx)).size;
+      if (layout === "same batch") {
+        expect(since).toEqual({ committed: { batches: MAX_BATCHES_IN_FLIGHT, rows: MAX_BATCHES_IN_FLIGHT }, split: { batches: 1, rows: xGood.length + 1 + yGood.length }, failed: { batches: 0, rows: 0 } });
+        expect(transactionsOf(y!.channelId, yGood)).toBe(yGood.length);
+      } else {
+        expect(since).toEqual({ committed: { batches: 3, rows: 2 + yGood.length }, split: { batches: 1, rows: xGood.length + 1 }, failed: { batches: 0, rows: 0 } });
+        // Y's rows were one transaction; X's good rows were retried one by one.
+        expect(transactionsOf(y!.channelId, yGood)).toBe(1);
+      }
+      expect(transactionsOf(x!.channelId, xGood)).toBe(xGood.length);
+
+      // Broadcast: each stored message once, each channel's in id order; the newest pages agree.
+      await settleMessages(t, watcher, [seen]);
+      for (const { channelId } of [x!, y!]) {
+        const expected = acked.filter((m) => m.channelId === channelId);
+        expect(seen.filter((m) => m.channelId === channelId)).toEqual(expected);
+        expect(await newest(watcher, channelId)).toEqual([...expected].reverse());
+        expect(await newest(watcher, channelId)).toEqual(await stored(channelId));
+      }
+    } finally {
+      if (poison === "refused by a trigger") {
+        await sql.unsafe("DROP TRIGGER IF EXISTS refuse_poison ON messages");
+        await sql.unsafe("DROP FUNCTION IF EXISTS refuse_poison()");
+      }
+    }
   });
 });

@@ -1,6 +1,6 @@
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { HTTPException } from "hono/http-exception";
-import { isDatabaseUnavailable } from "./db.ts";
+import { isDatabaseUnavailable } from "./db-errors.ts";
 
 /** The error codes of api.md §0, each with its HTTP status. */
 export const errorStatus = {

@@ -1,4 +1,5 @@
 import { Redis, type RedisOptions } from "ioredis";
+import { clearSocketTimeout } from "./internals.ts";
 import type { Logger } from "./logger.ts";
 
 export type RedisClient = Redis;
@@ -35,14 +36,11 @@ export function createRedis(url: string, keyPrefix: string, { timeoutMs = COMMAN
  * ioredis 5 keeps a connection's `socketTimeout` timer after that connection closes, and when it
  * fires it destroys whatever connection the client has by then: a healthy one made just after
  * Redis came back, so that one outage looks like two (redis/ioredis#2147; the fix, #2148, came
- * after the last 5.x release). Until then the timer is cleared here on every close, as that fix does.
+ * after the last 5.x release). Until then the timer is cleared here on every close, as that fix does
+ * (through src/lib/internals.ts, which refuses to start with another ioredis version than this was checked on).
  */
 function clearingSocketTimeoutOnClose(redis: Redis): Redis {
-  const internals = redis as unknown as { socketTimeoutTimer?: ReturnType<typeof setTimeout> };
-  redis.on("close", () => {
-    clearTimeout(internals.socketTimeoutTimer);
-    internals.socketTimeoutTimer = undefined;
-  });
+  redis.on("close", () => clearSocketTimeout(redis));
   return redis;
 }
 
@@ -63,7 +61,7 @@ export function redisConnected(redis: RedisClient, ms = 5_000): Promise<void> {
   });
 }
 
-// What the Socket.IO Redis Streams adapter (0.3.1) does with the client it is given:
+// What the Socket.IO Redis Streams adapter (0.3.1, checked at start-up by src/lib/internals.ts) does with the client it is given:
 // - it publishes with it: XADD for broadcasts and room changes, PUBLISH for `serverSideEmit`. A
 //   broadcast awaits its XADD, catches a failure (debug log only) and then delivers to this
 //   instance's sockets; a failed PUBLISH is not caught at all (an unhandled rejection);

@@ -1,6 +1,7 @@
 import type { Server as Engine } from "@socket.io/bun-engine";
 import type { Server as BunServer } from "bun";
 import { clientIp } from "../lib/client-ip.ts";
+import { engineSession, type EngineSession } from "../lib/internals.ts";
 import { AppError, rateLimited } from "../lib/errors.ts";
 import { consumeOrThrow, type Limiter } from "../lib/rate-limit.ts";
 import type { ChatServer } from "./rooms.ts";
@@ -13,13 +14,12 @@ import type { ChatServer } from "./rooms.ts";
 // engine sees the request; SOCKET_CONNECT_TIMEOUT_MS (Socket.IO's connectTimeout, set in app.ts)
 // ends such a session; and a cap on one user's connected sockets.
 
-type EngineSocket = Parameters<Parameters<Engine["on"]>[1]>[0];
 type ChatSocket = Parameters<Parameters<ChatServer["use"]>[0]>[0];
 
 /** A handshake from its admission until it is authenticated or gone: one pending slot of its address. */
 interface Slot {
   address: string;
-  session?: EngineSocket;
+  session?: EngineSession;
   /** Ends the session if it is still pending at the connect timeout. */
   deadline?: ReturnType<typeof setTimeout>;
   released: boolean;
@@ -68,7 +68,7 @@ export function handshakeLimits(
   let pendingTotal = 0;
   let openSessions = 0;
   const slotOfRequest = new WeakMap<Request, Slot>();
-  const slotOfSession = new Map<EngineSocket, Slot>();
+  const slotOfSession = new Map<EngineSession, Slot>();
 
   const take = (address: string): Slot => {
     pendingByAddress.set(address, (pendingByAddress.get(address) ?? 0) + 1);
@@ -88,7 +88,7 @@ export function handshakeLimits(
 
   // A session is pending until its Socket.IO socket connects (every io.use guard passed).
   io.on("connection", (socket) => {
-    const slot = slotOfSession.get(socket.conn as unknown as EngineSocket);
+    const slot = slotOfSession.get(engineSession(socket));
     if (slot) release(slot);
   });
 

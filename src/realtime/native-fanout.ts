@@ -1,5 +1,6 @@
 import type { ServerWebSocket } from "bun";
-import type { Adapter, BroadcastOptions } from "socket.io-adapter";
+import type { Adapter } from "socket.io-adapter";
+import { adapterInternals, baseAdapterPrototype, engineSession, websocketOf as sessionWebsocket, type AdapterInternals, type AdapterSocket } from "../lib/internals.ts";
 
 /**
  * Native fan-out for Socket.IO broadcasts, after socket.io's own uWebSockets integration
@@ -25,6 +26,9 @@ import type { Adapter, BroadcastOptions } from "socket.io-adapter";
  * one was over its `backpressureLimit` (Bun drops the message for it and, with
  * `closeOnBackpressureLimit`, closes it). Then `hooks.publishBackpressured` is called with each
  * subscriber of the topic, so the caller can note which ones hold data (see slow-clients.ts).
+ *
+ * What this reads of socket.io's, socket.io-adapter's and @socket.io/bun-engine's internals is
+ * typed, and version-checked at start-up, in src/lib/internals.ts.
  */
 
 /** The Bun server a Socket.IO server is served by: only its `publish` is used. */
@@ -38,23 +42,6 @@ export interface FanoutHooks {
   publishBackpressured?(socket: object, websocket: ServerWebSocket<unknown>): void;
 }
 
-// What this file reads of socket.io's and @socket.io/bun-engine's internals (untyped there).
-interface EngineSocket {
-  transport: { name: string; socket?: ServerWebSocket<unknown> };
-  once(event: "upgrade", listener: () => void): unknown;
-}
-interface IoSocket {
-  conn: EngineSocket;
-  client: { writeToEngine(packets: unknown[], opts: { preEncoded: true; volatile?: boolean; compress?: boolean }): void };
-  notifyOutgoingListeners?: (packet: unknown) => void;
-}
-interface AdapterInternals {
-  nsp: { name: string; server: object; sockets: Map<string, IoSocket> };
-  sids: Map<string, Set<string>>;
-  encoder: { encode(packet: unknown): unknown[] };
-  apply(opts: BroadcastOptions, callback: (socket: IoSocket) => void): void;
-}
-
 // The topic separator of uws.js (ASCII unit separator): no room name of ours contains it.
 const topicOf = (namespace: string, room: string) => `${namespace}\x1f${room}`;
 
@@ -65,41 +52,26 @@ const publisherKey = Symbol.for("chat.nativeFanout.publisher");
 const hooksKey = Symbol.for("chat.nativeFanout.hooks");
 const patchedKey = Symbol.for("chat.nativeFanout.patched");
 /** Polling sockets already waiting for their upgrade, so each gets one listener. */
-const awaitingUpgrade = new WeakSet<IoSocket>();
+const awaitingUpgrade = new WeakSet<AdapterSocket>();
 
 /** Broadcasts of `io` go through `server.publish` from now on. Call once `server` listens. */
 export function enableNativeFanout(io: { of(namespace: "/"): { adapter: object } }, server: Publisher, hooks: FanoutHooks = {}): void {
   (io as Record<symbol, unknown>)[publisherKey] = server;
   (io as Record<symbol, unknown>)[hooksKey] = hooks;
   const base = baseAdapterPrototype(io.of("/").adapter);
-  if (base[patchedKey]) return;
-  patchAdapter(base as unknown as Adapter);
-  base[patchedKey] = true;
+  const marks = base as unknown as Record<symbol, unknown>;
+  if (marks[patchedKey]) return;
+  patchAdapter(base);
+  marks[patchedKey] = true;
 }
-
-/**
- * The prototype of the `Adapter` class this adapter derives from: the one nearest the root that
- * defines `broadcast` (the cluster adapters override it and call it through `super`).
- */
-function baseAdapterPrototype(adapter: object): Record<symbol, unknown> {
-  let base: object | undefined;
-  for (let proto = Object.getPrototypeOf(adapter); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
-    if (Object.hasOwn(proto, "broadcast")) base = proto;
-  }
-  if (!base) throw new Error("native fan-out: not a socket.io adapter");
-  return base as Record<symbol, unknown>;
-}
-
-const internals = (adapter: Adapter) => adapter as unknown as AdapterInternals;
 
 /** The adapter's Bun server, or undefined when its Socket.IO server was not registered. */
 const publisherOf = (adapter: AdapterInternals) => (adapter.nsp?.server as Record<symbol, Publisher | undefined> | undefined)?.[publisherKey];
 const hooksOf = (adapter: AdapterInternals) => (adapter.nsp.server as Record<symbol, FanoutHooks | undefined>)[hooksKey];
 
 /** The socket's Bun websocket while it is on the websocket transport; undefined on polling. */
-function websocketOf(socket: IoSocket | undefined): ServerWebSocket<unknown> | undefined {
-  const transport = socket?.conn.transport;
-  return transport?.name === "websocket" ? transport.socket : undefined;
+function websocketOf(socket: AdapterSocket | undefined): ServerWebSocket<unknown> | undefined {
+  return socket && sessionWebsocket(engineSession(socket));
 }
 
 /**
@@ -107,13 +79,13 @@ function websocketOf(socket: IoSocket | undefined): ServerWebSocket<unknown> | u
  * namespace topic), to the namespace and to every room it is in, which covers rooms joined
  * before it connected and rooms joined while it was polling. On polling, waits for the upgrade.
  */
-function subscribe(adapter: AdapterInternals, id: string, socket: IoSocket, rooms: Iterable<string>): void {
+function subscribe(adapter: AdapterInternals, id: string, socket: AdapterSocket, rooms: Iterable<string>): void {
   const websocket = websocketOf(socket);
   const namespace = adapter.nsp.name;
   if (!websocket) {
     if (awaitingUpgrade.has(socket)) return;
     awaitingUpgrade.add(socket);
-    socket.conn.once("upgrade", () => {
+    engineSession(socket).once("upgrade", () => {
       // Only if it is still connected: a socket that left meanwhile must get nothing.
       if (adapter.nsp.sockets.get(id) === socket) subscribe(adapter, id, socket, []);
     });
@@ -133,7 +105,7 @@ function patchAdapter(prototype: Adapter): void {
   const original: Record<PatchedMethod, Function> = { addAll: prototype.addAll, del: prototype.del, delAll: prototype.delAll, broadcast: prototype.broadcast };
   prototype.addAll = function (this: Adapter, id, rooms) {
     const result = original.addAll.call(this, id, rooms);
-    const adapter = internals(this);
+    const adapter = adapterInternals(this);
     if (!publisherOf(adapter)) return result;
     // Only connected sockets: apply() skips the others, so a publish must not reach them either.
     // Socket.IO joins a socket to its own id room as it connects, which subscribes it then.
@@ -144,7 +116,7 @@ function patchAdapter(prototype: Adapter): void {
 
   prototype.del = function (this: Adapter, id, room) {
     const result = original.del.call(this, id, room);
-    const adapter = internals(this);
+    const adapter = adapterInternals(this);
     if (publisherOf(adapter)) websocketOf(adapter.nsp.sockets.get(id))?.unsubscribe(topicOf(adapter.nsp.name, room));
     return result;
   };
@@ -152,7 +124,7 @@ function patchAdapter(prototype: Adapter): void {
   // On disconnect, and when a socket leaves the namespace but keeps its connection: no topic of
   // this namespace may reach it any more, the namespace's own included.
   prototype.delAll = function (this: Adapter, id) {
-    const adapter = internals(this);
+    const adapter = adapterInternals(this);
     const websocket = publisherOf(adapter) ? websocketOf(adapter.nsp.sockets.get(id)) : undefined;
     if (websocket) {
       const namespace = adapter.nsp.name;
@@ -163,7 +135,7 @@ function patchAdapter(prototype: Adapter): void {
   };
 
   prototype.broadcast = function (this: Adapter, packet, opts) {
-    const adapter = internals(this);
+    const adapter = adapterInternals(this);
     const publisher = publisherOf(adapter);
     const flags = opts.flags ?? {};
     // One topic covers one room (or the namespace) and nobody excepted; a volatile packet must be

@@ -1,4 +1,5 @@
 import type { ServerWebSocket } from "bun";
+import { discardQueuedPackets, engineSession, websocketOf, type EnginePacket, type EngineSession } from "../lib/internals.ts";
 
 /**
  * Slow clients: a client that stops reading must not make the server hold an unbounded amount
@@ -43,6 +44,9 @@ import type { ServerWebSocket } from "bun";
  *   queued since the last poll are counted here, and past the cap the client is dropped. No
  *   kernel buffer absorbs a burst on this transport: a polling client is also dropped when more
  *   than the cap arrives for it between two of its polls.
+ *
+ * What this reads of @socket.io/bun-engine's internals (the session's `writeBuffer`, the
+ * transport's websocket) goes through src/lib/internals.ts, which checks the version at start-up.
  */
 
 /** One client disconnected for not reading. */
@@ -61,24 +65,7 @@ export interface SlowClientDrop {
   limitBytes: number;
 }
 
-// What this file reads of socket.io's and @socket.io/bun-engine's internals (partly untyped there).
-interface EnginePacket {
-  type: string;
-  data?: unknown;
-}
-interface EngineTransport {
-  name: string;
-  writable: boolean;
-  socket?: ServerWebSocket<unknown>;
-}
-interface EngineSocket {
-  readyState: string;
-  transport: EngineTransport;
-  writeBuffer: EnginePacket[];
-  on(event: "packetCreate", listener: (packet: EnginePacket) => void): unknown;
-  on(event: "flush", listener: () => void): unknown;
-  close(): void;
-}
+// The part of socket.io's public API this file uses.
 interface IoSocket {
   id: string;
   connected: boolean;
@@ -120,7 +107,7 @@ export function guardSlowClients(io: IoServer, { maxBufferedBytes, onDrop }: { m
   /** Websockets seen holding data and not drained since: their socket and the bytes last seen. */
   const holding = new WeakMap<ServerWebSocket<unknown>, { socket: IoSocket; bytes: number }>();
   /** Bytes queued for a polling connection since its last poll. */
-  const queuedFor = new WeakMap<EngineSocket, number>();
+  const queuedFor = new WeakMap<EngineSession, number>();
   /** Polling connections being dropped: reported once. */
   const dropping = new WeakSet<object>();
 
@@ -133,7 +120,7 @@ export function guardSlowClients(io: IoServer, { maxBufferedBytes, onDrop }: { m
     onDrop({ socketId: socket.id, userId: socket.data.user?.id, transport, bufferedBytes, limitBytes: maxBufferedBytes });
 
   io.on("connection", (socket) => {
-    const conn = socket.conn as EngineSocket;
+    const conn = engineSession(socket);
     conn.on("flush", () => {
       queuedFor.delete(conn);
     });
@@ -141,7 +128,8 @@ export function guardSlowClients(io: IoServer, { maxBufferedBytes, onDrop }: { m
       const transport = conn.transport;
       if (transport.writable) {
         // Written at once; on a websocket, Bun queues what the kernel does not take (and enforces the cap).
-        if (transport.name === "websocket" && transport.socket) noteBuffered(socket, transport.socket);
+        const websocket = websocketOf(conn);
+        if (websocket) noteBuffered(socket, websocket);
         return;
       }
       // Kept in the Engine.IO socket until the client polls again.
@@ -155,7 +143,7 @@ export function guardSlowClients(io: IoServer, { maxBufferedBytes, onDrop }: { m
       // sockets), but before the event loop turns. Nobody will read what waits: discard it, or
       // close() would wait for it to drain.
       queueMicrotask(() => {
-        conn.writeBuffer = [];
+        discardQueuedPackets(conn);
         conn.close();
       });
     });
@@ -187,9 +175,9 @@ export function guardSlowClients(io: IoServer, { maxBufferedBytes, onDrop }: { m
       let total = 0;
       let max = 0;
       for (const socket of io.of("/").sockets.values()) {
-        const conn = socket.conn as EngineSocket;
-        const { name, socket: websocket } = conn.transport;
-        const bytes = name === "websocket" && websocket ? websocket.getBufferedAmount() : (queuedFor.get(conn) ?? 0);
+        const conn = engineSession(socket);
+        const websocket = websocketOf(conn);
+        const bytes = websocket ? websocket.getBufferedAmount() : (queuedFor.get(conn) ?? 0);
         total += bytes;
         max = Math.max(max, bytes);
       }
