@@ -120,7 +120,11 @@ export function createApp(deps: AppDeps) {
     audit,
     logger,
   });
-  const presence = createPresence(redis);
+  // Issue 16 (presence after a crash): presence changes no socket here caused (an instance died with its sockets open).
+  const presence = createPresence(redis, {
+    instanceTtlMs: config.PRESENCE_INSTANCE_TTL_MS,
+    onLapse: (userIds, status) => userIds.forEach((userId) => io.emit("presence", { userId, status })),
+  });
   // A client that stops reading is dropped once SOCKET_MAX_BUFFERED_BYTES wait for it (slow-clients.ts).
   const slowClients = guardSlowClients(io, {
     maxBufferedBytes: config.SOCKET_MAX_BUFFERED_BYTES,
