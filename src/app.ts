@@ -22,7 +22,7 @@ import { createResumer, parseSince } from "./messages/resume.ts";
 import { schedulePruning } from "./messages/log-pruning.ts";
 import { typingHandlers } from "./channels/typing.socket.ts";
 import { presenceRouter } from "./presence/presence.index.ts";
-import { presenceAnnouncer } from "./presence/presence.socket.ts";
+import { lapsedPresence, presenceAnnouncer } from "./presence/presence.socket.ts";
 import { configureTopology } from "./topology.ts";
 import { errorHandler, notFoundHandler } from "./middleware/error-handler.ts";
 import { refuseWhileDraining } from "./middleware/draining.ts";
@@ -81,7 +81,7 @@ export function createApp(deps: AppDeps) {
   const { config, db, logger, redis } = deps;
   // One instance or several: every engine that differs is chosen there (topology.ts).
   const topology = configureTopology({ config, redis, logger });
-  const { redisHealth, createLimiter, presence, recent } = topology;
+  const { redisHealth, createLimiter, recent } = topology;
   const io: ChatServer = new SocketServer({
     // A session that has not authenticated by then is closed (api.md §7 Connections); Socket.IO's default is 45 s.
     connectTimeout: config.SOCKET_CONNECT_TIMEOUT_MS,
@@ -97,6 +97,8 @@ export function createApp(deps: AppDeps) {
   const signer = createTokenSigner(config.JWT_SECRET, config.JWT_ACCESS_TTL);
   const guard = createAccessGuard({ db });
   const authenticator = createAuthenticator(signer, guard);
+  // With Redis, a survivor announces the users of an instance that died with its sockets open (presence.socket.ts).
+  const presence = topology.createPresence({ instanceTtlMs: config.PRESENCE_INSTANCE_TTL_MS, onLapse: lapsedPresence(io) });
   const revocations = createRevocations({ guard, disconnect: socketDisconnector(io), peers: topology.revocationPeers(io, guard), link: redisHealth });
 
   // The end of the message path: every committed event, this instance's and the others', to the

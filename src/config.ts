@@ -102,6 +102,13 @@ export const envSchema = z
     REDIS_URL: z.string().regex(/^rediss?:\/\/\S+$/, "must be a redis:// or rediss:// URL").optional(),
     /** Prefix of every Redis key and stream of this service, so several deployments can share one Redis. */
     REDIS_KEY_PREFIX: z.string().regex(/^[\w:.-]{1,64}$/, "must be 1-64 of letters, digits, _ : . -").default("chat:"),
+    /**
+     * With REDIS_URL: how long an instance's users count after its last heartbeat (a beat every
+     * third of it). An instance that dies without closing its sockets has its users announced
+     * offline by another instance within 4/3 of this; shorter notices a crash sooner, but an
+     * instance whose event loop stalls that long is taken for dead (it announces its users again).
+     */
+    PRESENCE_INSTANCE_TTL_MS: z.coerce.number().int().min(1_000).max(600_000).default(30_000),
     /** When set, GET /metrics wants `Authorization: Bearer <METRICS_TOKEN>`. */
     METRICS_TOKEN: z.string().min(16, "at least 16 characters").optional(),
     LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),

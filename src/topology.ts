@@ -5,7 +5,7 @@ import { limiterFactory } from "./lib/rate-limit.ts";
 import { forStreamsAdapter, watchRedis, type RedisClient } from "./lib/redis.ts";
 import type { EventRelay } from "./messages/fanout.ts";
 import { createRecentMessages, type RecentMessages } from "./messages/recent-messages.ts";
-import { createPresence, type Presence } from "./presence/presence.service.ts";
+import { createPresence, type Presence, type PresenceOptions } from "./presence/presence.service.ts";
 import { peerRevocations, type ChatServer } from "./realtime/realtime.ts";
 import type { AccessGuard } from "./sessions/access-guard.ts";
 import type { PeerNotifier } from "./sessions/revocations.ts";
@@ -24,7 +24,8 @@ export interface Topology {
   redisHealth: ReturnType<typeof watchRedis> | undefined;
   /** Rate limiters: in Redis, shared by every instance, or in this process. */
   createLimiter: ReturnType<typeof limiterFactory>;
-  presence: Presence;
+  /** Who is online: counted in this process, or per instance in Redis (options apply there: heartbeat, lapsed instances). */
+  createPresence(options: PresenceOptions): Presence;
   /** The newest history page per channel in memory: one instance only, whose events all pass through it. */
   recent: RecentMessages | undefined;
   /** How committed events reach the other instances' sockets (messages/fanout.ts). */
@@ -40,7 +41,7 @@ export function configureTopology({ redis, logger }: { config: Config; redis?: R
       adapter: undefined,
       redisHealth: undefined,
       createLimiter: limiterFactory(undefined),
-      presence: createPresence(),
+      createPresence: () => createPresence(),
       recent: createRecentMessages(),
       relay: () => undefined,
       revocationPeers: () => undefined,
@@ -53,7 +54,7 @@ export function configureTopology({ redis, logger }: { config: Config; redis?: R
     // Logs each Redis outage once and feeds /readyz; meanwhile every user of Redis does without it (api.md §9).
     redisHealth: watchRedis(redis, logger),
     createLimiter: limiterFactory(redis),
-    presence: createPresence(redis),
+    createPresence: (options) => createPresence(redis, options),
     // Another instance's writes never pass through this one's cache: history is read from the database.
     recent: undefined,
     relay: (io) => redisRelay(io, redis),

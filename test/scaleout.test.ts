@@ -203,29 +203,40 @@ describe("readiness covers Redis", () => {
 });
 
 describe("presence survives a crashed instance", () => {
-  test("an instance that dies without closing its sockets stops counting once its heartbeat lapses", async () => {
-    const redis = createRedis(testRedisUrl, prefix);
+  test("an instance that dies without closing its sockets stops counting once its heartbeat lapses; one survivor announces its users offline", async () => {
+    // A prefix of its own: the test servers above would be survivors too, and might sweep first.
+    const redis = createRedis(testRedisUrl, `test:${crypto.randomUUID().slice(0, 8)}:`);
     await redisConnected(redis);
+    const lapses: [number[], string][] = [];
     const crashed = createPresence(redis, { instanceTtlMs: 300 });
-    const alive = createPresence(redis, { instanceTtlMs: 300 });
+    // Two survivors: the sweep is claimed atomically, so only one of them announces.
+    const alive = createPresence(redis, { instanceTtlMs: 300, onLapse: (ids, status) => lapses.push([ids, status]) });
+    const other = createPresence(redis, { instanceTtlMs: 300, onLapse: (ids, status) => lapses.push([ids, status]) });
     try {
-      const userId = 900_000 + Math.floor(Math.random() * 1000);
+      const [userId, elsewhere] = [900_000 + Math.floor(Math.random() * 1000), 901_000 + Math.floor(Math.random() * 1000)];
       expect(await crashed.connected(userId)).toBe(true);
+      expect(await crashed.connected(elsewhere)).toBe(true);
       // Another instance sees the user online, and a second tab there is not news.
       expect(await alive.online()).toContain(userId);
       expect(await alive.connected(userId)).toBe(false);
       expect(await alive.disconnected(userId)).toBe(false);
+      // `elsewhere` keeps a tab on a live instance: never announced offline.
+      expect(await other.connected(elsewhere)).toBe(false);
       // The first instance "crashes": no more heartbeats, its sockets never close.
       crashed.close();
-      await Bun.sleep(500);
-      expect(await alive.online()).not.toContain(userId);
+      const since = performance.now();
+      await until(async () => !(await alive.online()).includes(userId), (gone) => gone, 2_000);
+      expect(performance.now() - since).toBeLessThan(1_000);
+      await Bun.sleep(250);
+      expect(lapses).toEqual([[[userId], "offline"]]);
+      expect(await alive.online()).toContain(elsewhere);
       // The user comes back through the live instance: online again, as news.
       expect(await alive.connected(userId)).toBe(true);
       expect(await alive.disconnected(userId)).toBe(true);
       expect(await alive.online()).not.toContain(userId);
+      expect(await other.disconnected(elsewhere)).toBe(true);
     } finally {
-      crashed.close();
-      alive.close();
+      for (const presence of [crashed, alive, other]) presence.close();
       redis.disconnect();
     }
   });

@@ -1,4 +1,5 @@
 import type { RedisClient } from "../lib/redis.ts";
+import { beatScript, countScript, instanceKeys, onlineScript, rewriteScript } from "./presence.scripts.ts";
 
 /**
  * Who is online, counted per user rather than per socket (api.md §8): a user is online from
@@ -12,15 +13,33 @@ export interface Presence {
   disconnected(userId: number): Promise<boolean>;
   /** The ids of online users, ascending. */
   online(): Promise<number[]>;
-  /** Stops this instance's heartbeat (with Redis); its counts then expire unless sockets close first. */
+  /** Stops this instance's heartbeat (with Redis): unless its sockets closed first, its users are then announced offline by another instance. */
   close(): void;
 }
 
-/** How long an instance's counts outlive its last heartbeat (a beat every third of it). */
+/** How long an instance counts after its last heartbeat (a beat every third of it): PRESENCE_INSTANCE_TTL_MS. */
 const INSTANCE_TTL_MS = 30_000;
+/**
+ * How long a swept instance's marker is kept: if it comes back within this (it was stalled or cut
+ * off from Redis, not dead), it announces its users online again; after it, they stay announced
+ * offline until they reconnect (`GET /api/presence` lists them again either way).
+ */
+const SWEPT_MARKER_MS = 24 * 60 * 60 * 1000;
 
-export function createPresence(redis?: RedisClient, { instanceTtlMs = INSTANCE_TTL_MS } = {}): Presence {
-  return redis ? redisPresence(redis, instanceTtlMs) : memoryPresence();
+export interface PresenceOptions {
+  /** How long an instance's users count after its last heartbeat; offline follows within 4/3 of it. */
+  instanceTtlMs?: number;
+  /**
+   * Presence changes no socket event of this instance caused, to announce to every socket (with
+   * Redis only): "offline" for the users of an instance whose heartbeat lapsed (it crashed) that
+   * no live instance counts, announced by one survivor; "online" for this instance's users when it
+   * writes its counts back after having been taken for dead. Ids ascending, never empty.
+   */
+  onLapse?: (userIds: number[], status: "online" | "offline") => void;
+}
+
+export function createPresence(redis?: RedisClient, { instanceTtlMs = INSTANCE_TTL_MS, onLapse = () => {} }: PresenceOptions = {}): Presence {
+  return redis ? redisPresence(redis, instanceTtlMs, onLapse) : memoryPresence();
 }
 
 function memoryPresence(): Presence {
@@ -44,65 +63,42 @@ function memoryPresence(): Presence {
   };
 }
 
-// Each instance counts its sockets per user in a hash of its own, kept alive by a heartbeat: if
-// the instance dies without closing its sockets, the hash expires and its users stop counting.
-// The scripts sum a user's counts over the live instances atomically, so exactly one socket
-// sees a user's first connection and one their last, wherever they are.
-const countScript = `
-local n = redis.call('HINCRBY', KEYS[1], ARGV[1], tonumber(ARGV[2]))
-if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('SADD', KEYS[2], ARGV[5])
-local total = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  local c = redis.call('HGET', ARGV[3] .. 'presence:instance:' .. id, ARGV[1])
-  if c then total = total + tonumber(c) end
-end
-return total`;
-
-const onlineScript = `
-local online = {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local key = ARGV[1] .. 'presence:instance:' .. id
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('SREM', KEYS[1], id)
-  else
-    local fields = redis.call('HGETALL', key)
-    for i = 1, #fields, 2 do
-      if tonumber(fields[i + 1]) > 0 then online[fields[i]] = true end
-    end
-  end
-end
-local ids = {}
-for id in pairs(online) do table.insert(ids, id) end
-return ids`;
-
-// Rewrites the instance's hash from this instance's own counts (after Redis missed some).
-const rewriteScript = `
-redis.call('DEL', KEYS[1])
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-if #ARGV > 2 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-redis.call('SADD', KEYS[2], ARGV[2])`;
-
+// Each instance counts its sockets per user in a hash of its own, and its heartbeat keeps a
+// liveness key of its own alive; a survivor's heartbeat sweeps a dead instance's counts and
+// announces its users offline (presence.scripts.ts has the keys and why). The scripts sum a
+// user's counts over the instances atomically, so exactly one socket sees a user's first
+// connection and one their last, wherever they are.
+//
 // While Redis is away (api.md §9), presence falls back to this instance's own sockets, which it
 // counts in memory as well: a user's first socket here and their last one here are announced
 // (to this instance's clients: broadcasts do not leave it meanwhile) and `online()` lists the
 // users connected here. Counts Redis missed are written back, from the memory ones, as soon as
 // it answers again (on reconnection, at the next heartbeat or the next count, whichever first).
-function redisPresence(redis: RedisClient, ttlMs: number): Presence {
+function redisPresence(redis: RedisClient, ttlMs: number, onLapse: NonNullable<PresenceOptions["onLapse"]>): Presence {
   const instanceId = crypto.randomUUID();
   const prefix = redis.options.keyPrefix ?? "";
-  const instanceKey = `presence:instance:${instanceId}`;
-  const instancesKey = "presence:instances";
+  const keys = instanceKeys(instanceId);
+  const [ttl, countsTtl] = [String(ttlMs), String(2 * ttlMs)];
   const sockets = new Map<number, number>();
   // Bumped by every failed write: while above `written`, the hash in Redis is not to be trusted.
-  let missed = 0;
+  // From 1: this instance is not in Redis yet (its first beat, count or reconnection writes it in).
+  let missed = 1;
   let written = 0;
   // Bumped by every count here; a rewrite resolves with the value its snapshot included.
   let changes = 0;
-  let rewriting: Promise<number> | undefined;
+  let rewriting: Promise<{ included: number; restored: Set<number> }> | undefined;
 
   const failed = () => void missed++;
+  // The callback's own failure must not be taken for Redis's: it surfaces as an unhandled
+  // rejection (index.ts logs those) while the counts go on.
+  const tell = (ids: number[], status: "online" | "offline") => {
+    if (ids.length === 0) return;
+    try {
+      onLapse(ascending(ids), status);
+    } catch (error) {
+      void Promise.reject(error);
+    }
+  };
   const countHere = (userId: number, delta: 1 | -1) => {
     const count = (sockets.get(userId) ?? 0) + delta;
     if (count > 0) sockets.set(userId, count);
@@ -111,28 +107,46 @@ function redisPresence(redis: RedisClient, ttlMs: number): Presence {
     return count;
   };
   const stale = () => rewriting !== undefined || missed !== written;
-  /** Puts the memory counts back into Redis; rejects while Redis is away. */
-  const rewrite = (): Promise<number> =>
+  /** Puts the memory counts back into Redis (announcing them online if it was swept); rejects while Redis is away. */
+  const rewrite = () =>
     (rewriting ??= (async () => {
       const [at, included] = [missed, changes];
       const fields = [...sockets].flatMap(([userId, n]) => [String(userId), String(n)]);
       try {
-        await redis.eval(rewriteScript, 2, instanceKey, instancesKey, String(ttlMs), instanceId, ...fields);
+        const back = (await redis.eval(rewriteScript, 4, keys.counts, keys.instances, keys.alive, keys.swept, ttl, countsTtl, instanceId, prefix, ...fields)) as string[];
         written = at;
-        return included;
+        const restored = new Set(back.map(Number));
+        tell([...restored], "online");
+        return { included, restored };
       } finally {
         rewriting = undefined;
       }
     })());
-  /** The user's count over every live instance once `delta` is applied; undefined when Redis did not answer. */
-  const count = async (userId: number, delta: 1 | -1): Promise<number | undefined> => {
+  /**
+   * The user's count over every instance that counts once `delta` is applied, and whether a
+   * rewrite on the way announced them online already; undefined when Redis did not answer.
+   */
+  const count = async (userId: number, delta: 1 | -1): Promise<{ total: number; announced: boolean } | undefined> => {
     const change = changes;
-    const total = (d: number) =>
-      redis.eval(countScript, 2, instanceKey, instancesKey, String(userId), String(d), prefix, String(ttlMs), instanceId).then(Number);
+    const total = async (d: number) => {
+      const n = Number(await redis.eval(countScript, 3, keys.counts, keys.instances, keys.alive, String(userId), String(d), prefix, ttl, instanceId, countsTtl));
+      // This instance's liveness lapsed (it may have been swept): its counts are written back first.
+      if (n < 0) throw lapsed;
+      return n;
+    };
     try {
+      if (!stale()) {
+        try {
+          return { total: await total(delta), announced: false };
+        } catch (error) {
+          if (error !== lapsed) throw error;
+          failed();
+        }
+      }
       // A rewrite whose snapshot has this change already counts it: only the total is read then.
-      if (stale() && (await rewrite()) >= change) return await total(0);
-      return await total(delta);
+      const rewritten = await rewrite();
+      if (rewritten.included >= change) return { total: await total(0), announced: rewritten.restored.has(userId) };
+      return { total: await total(delta), announced: false };
     } catch {
       failed();
       return undefined;
@@ -140,28 +154,39 @@ function redisPresence(redis: RedisClient, ttlMs: number): Presence {
   };
   const beat = () => {
     if (stale()) return void rewrite().catch(() => undefined);
-    // A missed beat may let the hash expire: rewritten once Redis answers.
-    void redis.pexpire(instanceKey, ttlMs).catch(failed);
+    // A missed beat may let this instance lapse: its counts are rewritten once Redis answers.
+    redis.eval(beatScript, 3, keys.alive, keys.counts, keys.instances, prefix, instanceId, ttl, countsTtl, String(SWEPT_MARKER_MS)).then(
+      (offline) => {
+        // Taken for dead (a stall, a partition): written back in, and announced online again if swept.
+        if (offline === null) {
+          failed();
+          return beat();
+        }
+        tell((offline as string[]).map(Number), "offline");
+      },
+      failed,
+    );
   };
   const heartbeat = setInterval(beat, Math.max(50, Math.floor(ttlMs / 3)));
   heartbeat.unref();
+  beat();
   const reconnected = () => void (stale() ? rewrite().catch(() => undefined) : undefined);
   redis.on("ready", reconnected);
   return {
     async connected(userId) {
       const here = countHere(userId, 1);
-      const total = await count(userId, 1);
-      return (total ?? here) === 1;
+      const counted = await count(userId, 1);
+      return counted ? counted.total === 1 && !counted.announced : here === 1;
     },
     async disconnected(userId) {
       const here = countHere(userId, -1);
-      const total = await count(userId, -1);
-      return (total ?? here) <= 0;
+      const counted = await count(userId, -1);
+      return (counted?.total ?? here) <= 0;
     },
     async online() {
       try {
         if (stale()) await rewrite();
-        const ids = (await redis.eval(onlineScript, 1, instancesKey, prefix)) as string[];
+        const ids = (await redis.eval(onlineScript, 1, keys.instances, prefix)) as string[];
         return ascending(ids.map(Number));
       } catch {
         return ascending([...sockets.keys()]);
@@ -173,5 +198,8 @@ function redisPresence(redis: RedisClient, ttlMs: number): Presence {
     },
   };
 }
+
+/** Thrown (and caught) inside `count` when this instance's liveness key had lapsed. */
+const lapsed = new Error("presence: this instance's heartbeat lapsed");
 
 const ascending = (ids: number[]) => ids.sort((a, b) => a - b);

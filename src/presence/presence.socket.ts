@@ -24,3 +24,14 @@ export function presenceAnnouncer(io: ChatServer, presence: Presence, logger: Lo
     },
   };
 }
+
+/**
+ * Presence changes no socket here caused: the users of an instance whose heartbeat lapsed (it died
+ * with its sockets open) go offline, announced by the survivor whose sweep found them; those of an
+ * instance that was only stalled come back online when it resumes (presence.service.ts).
+ */
+export function lapsedPresence(io: ChatServer) {
+  return (userIds: number[], status: "online" | "offline") => {
+    for (const userId of userIds) io.emit("presence", { userId, status });
+  };
+}
