@@ -1,7 +1,7 @@
 import { afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { expectError } from "./helpers/expect-error.ts";
-import { expectMessageShape, isMessage, record, type Recorded, type Recorder } from "./helpers/recorder.ts";
+import { asHistory, expectMessageShape, isMessage, record, type Recorded, type Recorder } from "./helpers/recorder.ts";
 import { sendWithAck, startTestServer, transports, uniqueName, type ChatClient, type Json, type Registered, type Transport } from "./helpers/server.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
 import { Raw, apiFor, expectStatus } from "./helpers/http.ts";
@@ -73,14 +73,16 @@ const tabs = (user: Registered) => Promise.all(transports.map((transport) => con
 const api = apiFor(t);
 
 /** The channel shape of api.md §8, exactly. */
-function expectChannel(channel: unknown, expected: { id?: number; name: string; kind: Channel["kind"]; unread: number }) {
-  expect(Object.keys(channel as object).sort()).toEqual(["createdAt", "id", "kind", "name", "unread"]);
+function expectChannel(channel: unknown, expected: { id?: number; name: string; kind: Channel["kind"]; unread: number; seq?: number }) {
+  expect(Object.keys(channel as object).sort()).toEqual(["createdAt", "id", "kind", "name", "seq", "unread"]);
   expect(channel).toEqual({
     id: expected.id ?? expect.any(Number),
     name: expected.name,
     kind: expected.kind,
     createdAt: expect.stringMatching(isoTime),
     unread: expected.unread,
+    // The channel's newest event number (api.md §11): 0 for a new channel.
+    seq: expected.seq ?? expect.any(Number),
   });
   expect(Number.isInteger((channel as Channel).id)).toBe(true);
 }
@@ -239,13 +241,13 @@ describe("general", () => {
     const inGeneral = await postIn(alice, undefined, "in general");
     const newest: ChatMessage[] = await expectStatus(await api("GET", "/api/messages?limit=200", alice.token), 200);
     expect(newest.length).toBeGreaterThan(0);
-    expect(newest[0]).toEqual(inGeneral);
+    expect(newest[0]).toEqual(asHistory(inGeneral));
     expect(newest.every((m) => m.channelId === GENERAL)).toBe(true);
     expect(ids(newest)).not.toContain(inSide.id);
     const around: ChatMessage[] = await expectStatus(await api("GET", `/api/messages?after=${inSide.id - 1}`, alice.token), 200);
     expect(ids(around)).toEqual([inGeneral.id]);
     expect(await historyOf(alice, GENERAL, "?limit=200")).toEqual(newest);
-    expect(await historyOf(alice, side.id)).toEqual([inSide]);
+    expect(await historyOf(alice, side.id)).toEqual([asHistory(inSide)]);
   });
 
   test("leaving general → 403 FORBIDDEN, and the user is still in it; joining it again is harmless", async () => {
@@ -579,7 +581,8 @@ describe("join and leave", () => {
     const m2 = await postIn(alice, channel.id);
     const second = await join(dave, channel.id);
     expectChannel(second, { id: channel.id, name: channel.name, kind: "public", unread: 1 });
-    expect({ ...second, unread: 0 }).toEqual(first);
+    // Two messages later: two more events in its log.
+    expect({ ...second, unread: 0, seq: second.seq - 2 }).toEqual(first);
     const rows = await t.database.sql`SELECT user_id, last_read_id FROM channel_members WHERE channel_id = ${channel.id} ORDER BY user_id`;
     expect([...rows]).toEqual(
       [
@@ -976,7 +979,7 @@ describe("GET /api/channels/:id/messages", () => {
     seeded = [];
     elsewhere = [];
     for (let i = 0; i < 30; i++) {
-      seeded.push(await postIn(i % 2 === 0 ? alice : bob, channel.id, `h ${i}`));
+      seeded.push(asHistory(await postIn(i % 2 === 0 ? alice : bob, channel.id, `h ${i}`)));
       if (i % 5 === 2) elsewhere.push(await postIn(alice, GENERAL, `elsewhere ${i}`));
     }
   });
@@ -1096,7 +1099,8 @@ describe("read markers", () => {
   test("unread counts other users' messages after the marker; one's own never count", async () => {
     expect(await unreadIn(bob, channel.id)).toBe(5);
     expect(await unreadIn(alice, channel.id)).toBe(2);
-    expect((await listChannels(bob)).find((c) => c.id === channel.id)).toEqual({ ...channel, unread: 5 });
+    // Seven messages: seven events in its log.
+    expect((await listChannels(bob)).find((c) => c.id === channel.id)).toEqual({ ...channel, unread: 5, seq: 7 });
   });
 
   test("POST read → 204; the marker is stored and unread follows; bob's sockets get channel:read, alice's get nothing", async () => {
@@ -1333,7 +1337,7 @@ describe("catch-up after a reconnect", () => {
       after = page.at(-1)!.id;
     }
     expect(pages).toEqual([200, 100]);
-    expect(caughtUp).toEqual(missed);
+    expect(caughtUp).toEqual(missed.map(asHistory));
     expect(new Set(ids(caughtUp)).size).toBe(300);
 
     const fresh = await sendIn(writerSockets[1]!, channel.id, "welcome back");

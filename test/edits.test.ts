@@ -2,7 +2,7 @@ import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { sign } from "hono/jwt";
 import type { ChatMessage, DeletedMessage, HistoryEntry } from "../src/messages/messages.schemas.ts";
 import { expectError } from "./helpers/expect-error.ts";
-import { isMessage, record, type Recorded, type Recorder } from "./helpers/recorder.ts";
+import { asHistory, isMessage, record, type Recorded, type Recorder } from "./helpers/recorder.ts";
 import { sendWithAck, startTestServer, transports, uniqueName, type ChatClient, type Json, type Registered, type Transport } from "./helpers/server.ts";
 import { now } from "./helpers/tokens.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
@@ -183,15 +183,18 @@ async function waitForLockWaiter(ms = 5_000): Promise<void> {
 /** An edited message, exactly: the original with the new content and an `editedAt`. */
 function expectEdited(body: unknown, original: ChatMessage, content: string) {
   expect(Object.keys(body as object).sort()).toEqual(["channelId", "content", "editedAt", "id", "timestamp", "userId", "username"]);
-  expect(body).toEqual({ ...original, content, editedAt: expect.stringMatching(isoTime) });
+  // The edit's answer is the message as history has it: no event number (that is the broadcast's).
+  expect(body).toEqual({ ...asHistory(original), content, editedAt: expect.stringMatching(isoTime) });
   const { editedAt, timestamp } = body as Required<ChatMessage>;
   expect(new Date(editedAt).toISOString()).toBe(editedAt);
   expect(Date.parse(editedAt)).toBeGreaterThanOrEqual(Date.parse(timestamp));
   expect(Math.abs(Date.parse(editedAt) - Date.now())).toBeLessThan(60_000);
 }
 
-/** The broadcast shape of a never-edited message: no `editedAt` key. */
+/** The history shape of a never-edited message: no `editedAt` key. */
 const neverEditedKeys = ["channelId", "content", "id", "timestamp", "userId", "username"];
+/** The broadcast (and send answer) shape of a never-edited message: its event number too (api.md §11). */
+const neverEditedLiveKeys = [...neverEditedKeys, "seq"].sort();
 
 const tombstone = (id: number): DeletedMessage => ({ id, deleted: true });
 
@@ -269,7 +272,7 @@ function audienceOf(kind: Kind, extra: Registered[] = []) {
 describe("PATCH /api/messages/:id: the author edits", () => {
   test("200 with exactly the full message: trimmed content, editedAt (ISO, ms, Z); the row agrees", async () => {
     const original = await postIn(alice, GENERAL, "first draft");
-    expect(Object.keys(original).sort()).toEqual(neverEditedKeys);
+    expect(Object.keys(original).sort()).toEqual(neverEditedLiveKeys);
     const body = await edit(alice, original.id, "  \n second draft\t ");
     expectEdited(body, original, "second draft");
     const row = await messageRow(original.id);
@@ -305,7 +308,7 @@ describe("PATCH /api/messages/:id: the author edits", () => {
       const outside = await recordTabs(outsiders);
       const body = await edit(alice, original.id, " edited ");
       expectEdited(body, original, "edited");
-      const update: Recorded[] = [["message:updated", { id: original.id, channelId, content: "edited", editedAt: body.editedAt }]];
+      const update: Recorded[] = [["message:updated", { id: original.id, channelId, content: "edited", editedAt: body.editedAt, seq: expect.any(Number) }]];
       await expectOnlyMarker([...inside, ...outside], inside.map(() => update));
     },
   );
@@ -327,7 +330,7 @@ describe("PATCH /api/messages/:id: the author edits", () => {
     const body = await expectStatus(await pending, 200);
     expectEdited(body, original, "unlocked");
     const events = await watcher!.until(isEvent("message:updated", original.id));
-    expect(events.at(-1)).toEqual(["message:updated", { id: original.id, channelId, content: "unlocked", editedAt: body.editedAt }]);
+    expect(events.at(-1)).toEqual(["message:updated", { id: original.id, channelId, content: "unlocked", editedAt: body.editedAt, seq: expect.any(Number) }]);
   });
 
   test("editing to the same text (after trim): 200 with the message unchanged (no editedAt if never edited), no row change, no broadcast", async () => {
@@ -335,7 +338,7 @@ describe("PATCH /api/messages/:id: the author edits", () => {
     const recorders = await recordTabs([alice, bob]);
     const before = await messageRow(original.id);
     const body = await expectStatus(await editReq(alice, original.id, { content: "  same text \n" }), 200);
-    expect(body).toEqual(original);
+    expect(body).toEqual(asHistory(original));
     expect(Object.keys(body).sort()).toEqual(neverEditedKeys);
     expect(await messageRow(original.id)).toEqual(before);
     expect(before!.edited_at).toBeNull();
@@ -355,7 +358,7 @@ describe("PATCH /api/messages/:id: the author edits", () => {
     const second = await edit(alice, original.id, "v3");
     expectEdited(second, original, "v3");
     expect(Date.parse(second.editedAt!)).toBeGreaterThanOrEqual(Date.parse(first.editedAt!));
-    const update: Recorded[] = [["message:updated", { id: original.id, channelId: GENERAL, content: "v3", editedAt: second.editedAt }]];
+    const update: Recorded[] = [["message:updated", { id: original.id, channelId: GENERAL, content: "v3", editedAt: second.editedAt, seq: expect.any(Number) }]];
     await expectOnlyMarker(watchers, [update, update]);
   });
 
@@ -367,9 +370,9 @@ describe("PATCH /api/messages/:id: the author edits", () => {
     const [event, broadcast] = (await watcher!.until(isMessage(plain.id))).at(-1)!;
     expect(event).toBe("message");
     expect(broadcast).toEqual(plain);
-    expect(Object.keys(broadcast as object).sort()).toEqual(neverEditedKeys);
+    expect(Object.keys(broadcast as object).sort()).toEqual(neverEditedLiveKeys);
     const listed = (await generalHistory(bob, `?after=${plain.id - 1}&limit=1`))[0]!;
-    expect(listed).toEqual(plain);
+    expect(listed).toEqual(asHistory(plain));
     expect(Object.keys(listed).sort()).toEqual(neverEditedKeys);
 
     for (const where of [GENERAL, channelId]) {
@@ -388,7 +391,7 @@ describe("PATCH /api/messages/:id: the author edits", () => {
     const recorders = await recordTabs([bob]);
     const body = await edit(mod, original.id, "mod fixed this");
     expectEdited(body, original, "mod fixed this");
-    const update: Recorded[] = [["message:updated", { id: original.id, channelId: GENERAL, content: "mod fixed this", editedAt: body.editedAt }]];
+    const update: Recorded[] = [["message:updated", { id: original.id, channelId: GENERAL, content: "mod fixed this", editedAt: body.editedAt, seq: expect.any(Number) }]];
     await expectOnlyMarker(recorders, [update, update]);
     expect(await auditRowsFor(original.id)).toEqual([]);
   });
@@ -530,7 +533,7 @@ describe("DELETE /api/messages/:id", () => {
       const row = (await messageRow(original.id))!;
       expect(row).toEqual({ ...before, content: "", deleted_at: expect.any(Date) });
       expect(Math.abs(row.deleted_at!.getTime() - started)).toBeLessThan(60_000);
-      const deleted: Recorded[] = [["message:deleted", { id: original.id, channelId }]];
+      const deleted: Recorded[] = [["message:deleted", { id: original.id, channelId, seq: expect.any(Number) }]];
       await expectOnlyMarker([...inside, ...outside], inside.map(() => deleted));
       expect(await auditRowsFor(original.id)).toEqual([]);
     },
@@ -565,7 +568,7 @@ describe("DELETE /api/messages/:id", () => {
       });
       await expectStatus(await pending, 204);
       const events = await watcher!.until(isEvent("message:deleted", original.id));
-      expect(events.at(-1)).toEqual(["message:deleted", { id: original.id, channelId }]);
+      expect(events.at(-1)).toEqual(["message:deleted", { id: original.id, channelId, seq: expect.any(Number) }]);
       watcher!.stop();
       expect(await messageRow(original.id)).toMatchObject({ content: "", deleted_at: expect.any(Date) });
       expect(await auditRowsFor(original.id)).toHaveLength(actor === alice ? 0 : 1);
@@ -577,7 +580,7 @@ describe("DELETE /api/messages/:id", () => {
     async (kind) => {
       const channelId = await channelOf(kind);
       const m: ChatMessage[] = [];
-      for (let i = 1; i <= 5; i++) m.push(await postIn(alice, channelId, `history ${i}`));
+      for (let i = 1; i <= 5; i++) m.push(asHistory(await postIn(alice, channelId, `history ${i}`)));
       const [m1, m2, m3, m4, m5] = m as [ChatMessage, ChatMessage, ChatMessage, ChatMessage, ChatMessage];
       await remove(alice, m2.id);
       await remove(mod, m4.id);
@@ -640,8 +643,8 @@ describe("DELETE /api/messages/:id", () => {
     expect(await snapshot()).toEqual(before);
     expect([await messageRow(byAuthor.id), await messageRow(byMod.id)]).toEqual(rows);
     const once: Recorded[] = [
-      ["message:deleted", { id: byAuthor.id, channelId: GENERAL }],
-      ["message:deleted", { id: byMod.id, channelId: GENERAL }],
+      ["message:deleted", { id: byAuthor.id, channelId: GENERAL, seq: expect.any(Number) }],
+      ["message:deleted", { id: byMod.id, channelId: GENERAL, seq: expect.any(Number) }],
     ];
     await expectOnlyMarker(recorders, recorders.map(() => once));
     expect(await auditRowsFor(byAuthor.id)).toEqual([]);
@@ -677,7 +680,7 @@ describe("DELETE /api/messages/:id", () => {
         meta: { channelId, authorId: alice.user.id },
       },
     ]);
-    const deleted: Recorded[] = [["message:deleted", { id: original.id, channelId }]];
+    const deleted: Recorded[] = [["message:deleted", { id: original.id, channelId, seq: expect.any(Number) }]];
     await expectOnlyMarker(recorders, recorders.map(() => deleted));
   });
 
@@ -740,7 +743,7 @@ describe("DELETE /api/messages/:id", () => {
     const outside = await recordTabs(outsiders);
     await remove(actor, original.id);
     expect(await messageRow(original.id)).toMatchObject({ id: original.id, content: "", deleted_at: expect.any(Date) });
-    const deleted: Recorded[] = [["message:deleted", { id: original.id, channelId }]];
+    const deleted: Recorded[] = [["message:deleted", { id: original.id, channelId, seq: expect.any(Number) }]];
     await expectOnlyMarker([...inside, ...outside], inside.map(() => deleted));
 
     const expected = {
@@ -773,7 +776,7 @@ describe("DELETE /api/messages/:id", () => {
       const original = await postIn(author, GENERAL, "my own");
       const recorders = await recordTabs([bob]);
       await remove(author, original.id);
-      const deleted: Recorded[] = [["message:deleted", { id: original.id, channelId: GENERAL }]];
+      const deleted: Recorded[] = [["message:deleted", { id: original.id, channelId: GENERAL, seq: expect.any(Number) }]];
       await expectOnlyMarker(recorders, [deleted, deleted]);
       expect(await auditRowsFor(original.id)).toEqual([]);
       expect(await messageRow(original.id)).toMatchObject({ content: "", deleted_at: expect.any(Date) });
@@ -836,6 +839,6 @@ describe("DELETE /api/messages/:id", () => {
     await expectStatus(await deleting, 204);
     await expectError(await editing, 404, "NOT_FOUND");
     expect(await messageRow(original.id)).toMatchObject({ content: "", edited_at: null, deleted_at: expect.any(Date) });
-    await expectOnlyMarker([watcher!], [[["message:deleted", { id: original.id, channelId }]]]);
+    await expectOnlyMarker([watcher!], [[["message:deleted", { id: original.id, channelId, seq: expect.any(Number) }]]]);
   });
 });

@@ -102,3 +102,9 @@ export async function settleMessages(server: { url: string }, author: Registered
   for (const list of received) list.splice(list.findIndex((m) => m.id === marker.id), 1);
   return marker;
 }
+
+/** A message as history shows it: the broadcast or ack without its event number (api.md §11). */
+export function asHistory<T extends object>(message: T): Omit<T, "seq"> {
+  const { seq: _seq, ...entry } = message as T & { seq?: number };
+  return entry;
+}
