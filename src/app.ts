@@ -20,7 +20,7 @@ import { createFanout } from "./messages/fanout.ts";
 import { messageHandlers } from "./messages/messages.socket.ts";
 import { createResumer, parseSince } from "./messages/resume.ts";
 import { schedulePruning } from "./messages/log-pruning.ts";
-import { typingHandlers } from "./channels/typing.socket.ts";
+import { readMarkerNotifier, typingHandlers } from "./channels/channels.socket.ts";
 import { presenceRouter } from "./presence/presence.index.ts";
 import { lapsedPresence, presenceAnnouncer } from "./presence/presence.socket.ts";
 import { configureTopology } from "./topology.ts";
@@ -50,7 +50,6 @@ import {
   authenticateSockets,
   handleConnections,
   loadSocketChannels,
-  readMarkerNotifier,
   socketDisconnector,
   socketMembership,
   type ChatServer,

@@ -6,7 +6,8 @@ import { forStreamsAdapter, watchRedis, type RedisClient } from "./lib/redis.ts"
 import type { EventRelay } from "./messages/fanout.ts";
 import { createRecentMessages, type RecentMessages } from "./messages/recent-messages.ts";
 import { createPresence, type Presence, type PresenceOptions } from "./presence/presence.service.ts";
-import { peerRevocations, type ChatServer } from "./realtime/realtime.ts";
+import type { ChatServer } from "./realtime/rooms.ts";
+import { peerRevocations } from "./sessions/revocations.ts";
 import type { AccessGuard } from "./sessions/access-guard.ts";
 import type { PeerNotifier } from "./sessions/revocations.ts";
 

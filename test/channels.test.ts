@@ -19,7 +19,7 @@ const GENERAL = 1;
 const MAX_INT4 = 2_147_483_647;
 const isoTime = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
-type Channel = { id: number; name: string; kind: "public" | "private" | "direct"; createdAt: string; unread: number };
+type Channel = { id: number; name: string; kind: "public" | "private" | "direct"; createdAt: string; unread: number; seq: number };
 type Ack = { ok: true; message: ChatMessage } | { ok: false; error: { code: string; message: string; details?: { path: string; message: string }[] } };
 
 // ---------------------------------------------------------------------------------------

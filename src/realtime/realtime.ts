@@ -3,8 +3,7 @@ import type { Metrics } from "../metrics/metrics.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Resumer } from "../messages/resume.ts";
 import type { Authenticator } from "../sessions/authenticator.ts";
-import { forgetRevoked, type Disconnector, type PeerNotifier } from "../sessions/revocations.ts";
-import type { AccessGuard } from "../sessions/access-guard.ts";
+import type { Disconnector } from "../sessions/revocations.ts";
 import type { MembershipEvents } from "../channels/channels.service.ts";
 import type { Db } from "../lib/db.ts";
 import { budgetEvents, type EventBudget } from "./event-budget.ts";
@@ -141,19 +140,6 @@ export function socketMembership(io: ChatServer, { clustered, resumer }: { clust
   };
 }
 
-/** Tells every socket of a user that their read marker moved, so unread counts agree everywhere. */
-export function readMarkerNotifier(io: ChatServer) {
-  return (userId: number, channelId: number, lastReadId: number) => {
-    io.to(userRoom(userId)).emit("channel:read", { channelId, lastReadId });
-  };
-}
-
-/** Revocations reach the other instances' access caches (and theirs reach this one's). */
-export function peerRevocations(io: ChatServer, guard: AccessGuard): PeerNotifier {
-  io.on("revoked", (change) => forgetRevoked(guard, change));
-  return (change) => io.serverSideEmit("revoked", change);
-}
-
 /** Cuts the sockets of ended sessions and banned users (with a Redis adapter, on every instance). */
 export function socketDisconnector(io: ChatServer): Disconnector {
   return {
@@ -176,7 +162,7 @@ export function handleConnections(
   deps: {
     /** SOCKET_EVENT_RATE and SOCKET_EVENT_REFUSALS (event-budget.ts). */
     eventBudget: EventBudget;
-    /** Each feature's socket handlers (messages.socket.ts, typing.socket.ts). */
+    /** Each feature's socket handlers (messages/messages.socket.ts, channels/channels.socket.ts). */
     handlers: ((socket: ChatSocket) => void)[];
     resumer: Resumer;
     presence: { counted(socket: ChatSocket): Promise<void> };

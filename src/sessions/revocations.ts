@@ -1,3 +1,4 @@
+import type { ChatServer } from "../realtime/rooms.ts";
 import type { AccessGuard } from "./access-guard.ts";
 
 /** How live connections are cut when access ends (implemented by the realtime layer). */
@@ -97,3 +98,9 @@ export function forgetRevoked(guard: AccessGuard, change: { sessionIds?: string[
 }
 
 export type Revocations = ReturnType<typeof createRevocations>;
+
+/** Revocations reach the other instances' access caches (and theirs reach this one's). */
+export function peerRevocations(io: ChatServer, guard: AccessGuard): PeerNotifier {
+  io.on("revoked", (change) => forgetRevoked(guard, change));
+  return (change) => io.serverSideEmit("revoked", change);
+}

@@ -2,8 +2,8 @@ import { validationError } from "../lib/errors.ts";
 import type { Logger } from "../lib/logger.ts";
 import { tryConsume, type Limiter } from "../lib/rate-limit.ts";
 import { typingInputSchema } from "../messages/messages.schemas.ts";
-import { channelRefusals } from "../realtime/channel-refusals.ts";
-import { channelRoom, userRoom, type ChatSocket } from "../realtime/rooms.ts";
+import { channelRefusals } from "./channel-refusals.ts";
+import { channelRoom, userRoom, type ChatServer, type ChatSocket } from "../realtime/rooms.ts";
 import { onClientEvent } from "../realtime/socket-events.ts";
 import type { Authenticator } from "../sessions/authenticator.ts";
 import type { ChannelsService } from "./channels.service.ts";
@@ -27,5 +27,12 @@ export function typingHandlers(deps: { channels: ChannelsService; authenticator:
       if (await tryConsume(typingLimiter, `${userId}:${channelId}`)) socket.to(channelRoom(channelId)).except(userRoom(userId)).emit("typing", { channelId, userId });
       return {};
     });
+  };
+}
+
+/** Tells every socket of a user that their read marker moved, so unread counts agree everywhere. */
+export function readMarkerNotifier(io: ChatServer) {
+  return (userId: number, channelId: number, lastReadId: number) => {
+    io.to(userRoom(userId)).emit("channel:read", { channelId, lastReadId });
   };
 }
