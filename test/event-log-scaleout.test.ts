@@ -5,6 +5,7 @@ import { connectResuming, eventsOf, eventually, expectContiguous } from "./helpe
 import { apiFor, expectStatus } from "./helpers/http.ts";
 import { connectTo, productionEnv, registerAt, startServerProcess } from "./helpers/process.ts";
 import { record, type Recorder } from "./helpers/recorder.ts";
+import { hostAndPort, startTcpProxy, throughProxy } from "./helpers/tcp-proxy.ts";
 import { sendWithAck, startTestServer, testJwtSecret, testRedisUrl, transports, uniqueName, type Json, type TestServer } from "./helpers/server.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
@@ -175,5 +176,35 @@ describe("after SIGKILL of the instance a client was on", () => {
     back.socket.disconnect();
     watching.disconnect();
     sender.disconnect();
+  });
+});
+
+describe("a Redis outage", () => {
+  test("events committed on A while Redis was away reach B's clients once it is back, in seq order, with what came after", async () => {
+    const proxy = await startTcpProxy(hostAndPort(testRedisUrl, 6379));
+    const viaProxy = throughProxy(testRedisUrl, proxy);
+    const outagePrefix = `test:${crypto.randomUUID().slice(0, 8)}:`;
+    const a2 = await startTestServer({ redisPrefix: outagePrefix, redisUrl: viaProxy });
+    const b2 = await startTestServer({ redisPrefix: outagePrefix, redisUrl: viaProxy, database: a2.database });
+    const [alice, bob] = [await a2.register(), await b2.register()];
+    const channelId = await publicChannel(a2, alice, [bob]);
+    const onB = record(await b2.connect(bob.token));
+    const before = await send(a2, alice, channelId, "before the outage");
+    await eventually(() => eventsOf(onB, channelId).length === 1, "the first event on B");
+    proxy.cut();
+    // Acked while Redis is away: A's own clients have them; B's cannot yet.
+    const during = [await send(a2, alice, channelId, "during 1"), await send(a2, alice, channelId, "during 2")];
+    await Bun.sleep(300);
+    expect(eventsOf(onB, channelId).map((e) => e.seq)).toEqual([before.seq]);
+    proxy.restore();
+    await eventually(() => eventsOf(onB, channelId).length === 3, "the missed events on B after the outage", 15_000);
+    const after = await send(a2, alice, channelId, "after the outage");
+    await eventually(() => eventsOf(onB, channelId).length === 4, "the live one");
+    expect(eventsOf(onB, channelId).map((e) => (e.data as LiveMessage).id)).toEqual([before.id, ...during.map((m) => m.id), after.id]);
+    expectContiguous(
+      eventsOf(onB, channelId).map((e) => e.seq),
+      0,
+      4,
+    );
   });
 });
