@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import type { AppRouter } from "../lib/app-env.ts";
-import { clientEvents, serverEvents } from "../realtime/events.ts";
+import { clientEvents, handshakeAuthSchema, serverEvents } from "../realtime/events.ts";
 
 /** A payload schema as JSON Schema: what a client may send (input side) or will receive (output side). */
 const jsonSchema = (schema: z.ZodType, io: "input" | "output") => {
@@ -46,9 +46,13 @@ export function asyncApiDocument(about: { title: string; version: string }) {
         "Socket.IO v4 at /socket.io/ on the REST port (polling and websocket). Handshake: `io(url, { auth: { token } })`; " +
         "a missing or bad token fails with `connect_error` whose message is exactly `Unauthorized`; " +
         "a user who already has SOCKET_MAX_PER_USER sockets connected gets `Too many connections`. " +
+        "Resume: `auth.since` maps channel ids to the last `seq` the client has; the server replays every event after it, " +
+        "in order, before live ones, or sends `resync` for a channel it cannot replay; a malformed `since` fails with " +
+        "`connect_error` `Invalid auth.since: …` (`data.error.code` VALIDATION_FAILED). The schema of `auth` is `x-handshake-auth`. " +
         "An event's ack, if the client passes one, is its last argument (`x-ack`); without one, refusals arrive as `<event>:error`.",
     },
     servers: { local: { host: "localhost:3000", protocol: "ws", pathname: "/socket.io/" } },
+    "x-handshake-auth": jsonSchema(handshakeAuthSchema, "input"),
     channels: { socket: { address: "/", messages } },
     operations,
   };

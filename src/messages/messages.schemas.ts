@@ -183,3 +183,20 @@ export const eventsPageSchema = z
   .openapi("ChannelEvents");
 
 export type EventsPage = z.infer<typeof eventsPageSchema>;
+
+/** Channels one handshake may name. */
+export const MAX_SINCE_CHANNELS = 1_000;
+
+const sinceSeq = z
+  .number({ error: "must be a number" })
+  .int("must be an integer")
+  .min(0, "must not be negative")
+  .max(MAX_ID, "is too large");
+
+/** `auth.since`: an object of channel id → seq; its keys are ids as JSON object keys are (strings). */
+export const sinceSchema = z
+  .record(z.string().regex(/^[1-9]\d{0,9}$/, "must be a channel id").refine((k) => Number(k) <= MAX_ID, "is too large"), sinceSeq, {
+    error: "must be an object of channel id → seq",
+  })
+  .refine((since) => Object.keys(since).length <= MAX_SINCE_CHANNELS, `must name at most ${MAX_SINCE_CHANNELS} channels`)
+  .meta({ description: "per channel id, the last seq the client has (api.md §11)" });

@@ -1,12 +1,11 @@
-import { z } from "@hono/zod-openapi";
 import type { Db } from "../lib/db.ts";
 import { validationError } from "../lib/errors.ts";
 import type { Logger } from "../lib/logger.ts";
-import { MAX_ID } from "../lib/schemas.ts";
 import { channelRoom, type ChatServer, type ChatSocket } from "../realtime/rooms.ts";
 import { isLimited, logBounds, readEvents } from "./channel-log.ts";
 import type { Sequencer } from "./sequencer.ts";
 import type { LoggedEvent } from "./channel-log.ts";
+import { sinceSchema } from "./messages.schemas.ts";
 
 /**
  * Resume in the handshake (api.md §11): `auth.since` names, per channel, the last seq the client
@@ -17,23 +16,7 @@ import type { LoggedEvent } from "./channel-log.ts";
  * no gap, no duplicate, whichever instance committed what meanwhile.
  */
 
-/** Channels one handshake may name. */
-export const MAX_SINCE_CHANNELS = 1_000;
 const READ_LIMIT = 1_000;
-
-const seqValue = z
-  .number({ error: "must be a number" })
-  .int("must be an integer")
-  .min(0, "must not be negative")
-  .max(MAX_ID, "is too large");
-
-/** `auth.since`: an object of channel id → seq; its keys are ids as JSON object keys are (strings). */
-export const sinceSchema = z
-  .record(z.string().regex(/^[1-9]\d{0,9}$/, "must be a channel id").refine((k) => Number(k) <= MAX_ID, "is too large"), seqValue, {
-    error: "must be an object of channel id → seq",
-  })
-  .refine((since) => Object.keys(since).length <= MAX_SINCE_CHANNELS, `must name at most ${MAX_SINCE_CHANNELS} channels`)
-  .meta({ description: "per channel id, the last seq the client has (api.md §11)" });
 
 /**
  * Handshake middleware: a malformed `auth.since` refuses the connection with a message that says

@@ -6,6 +6,7 @@ import {
   messageInputSchema,
   messageUpdatedSchema,
   sentMessageSchema,
+  sinceSchema,
   typingInputSchema,
 } from "../messages/messages.schemas.ts";
 
@@ -21,6 +22,12 @@ const id = z.number().int();
 export const errorBodySchema = errorSchema.shape.error;
 
 const failedAckSchema = z.object({ ok: z.literal(false), error: errorBodySchema });
+
+/** The handshake's `auth` (api.md §3, §11): the access token, and optionally where to resume. */
+export const handshakeAuthSchema = z.object({
+  token: z.string().meta({ description: "an access token (login, register or refresh)" }),
+  since: sinceSchema.optional(),
+});
 
 export const clientEvents = {
   message: {
