@@ -69,8 +69,9 @@ export function createChannelsService({ db, membership }: { db: Db; membership: 
     const newest = await db.message.findFirst({ where: { channelId }, orderBy: { id: "desc" }, select: { id: true } });
     // ON CONFLICT DO NOTHING: the same join twice at once is one membership, not a unique violation
     // (Prisma's upsert reads, then inserts, and two of them race).
-    await db.channelMember.createMany({ data: [{ channelId, userId, lastReadId: newest?.id ?? 0 }], skipDuplicates: true });
-    membership.joined(userId, channelId);
+    const { count } = await db.channelMember.createMany({ data: [{ channelId, userId, lastReadId: newest?.id ?? 0 }], skipDuplicates: true });
+    // Already a member: its sockets are in the room (or replaying it, resume.ts, and must not join it early).
+    if (count > 0) membership.joined(userId, channelId);
   }
 
   return {
