@@ -2,6 +2,7 @@ import type { Pool } from "pg";
 import type { Db } from "../lib/db.ts";
 import { isDatabaseUnavailable } from "../lib/db.ts";
 import { AppError } from "../lib/errors.ts";
+import { createBatcher } from "./batcher.ts";
 import { insertMessages, type NewMessage } from "./log-writes.ts";
 import { toHistoryEntry, withAuthor } from "./message-rows.ts";
 import type { HistoryEntry, LiveMessage } from "./messages.schemas.ts";
@@ -28,11 +29,11 @@ export const MAX_BATCHES_IN_FLIGHT = 2;
 
 /**
  * Group commit: messages arriving together are stored by one multi-row INSERT in one
- * transaction. A batch closes at `maxRows`, or `windowMs` after its first message arrived.
- * Up to `maxInFlight` batches commit at once (a commit waits mostly for the disk, not the
- * CPU), but never two holding the same channel: a channel's messages are committed, and
- * its writes resolved, in the order they were made. Each `write` resolves only after its
- * row's COMMIT returned.
+ * statement (log-writes.ts), scheduled by batcher.ts: a batch closes at `maxRows`, or `windowMs`
+ * after its first message arrived; up to `maxInFlight` batches commit at once (a commit waits
+ * mostly for the disk, not the CPU), but never two holding the same channel, so a channel's
+ * messages are committed, and its writes resolved, in the order they were made. Each `write`
+ * resolves only after its row's COMMIT returned.
  */
 export function createMessageWriter(deps: {
   db: Db;
@@ -46,48 +47,7 @@ export function createMessageWriter(deps: {
 }) {
   const { db, pool, maxRows = 256, windowMs = 1, maxInFlight = MAX_BATCHES_IN_FLIGHT, onPersisted, onBatch } = deps;
   type Queued = { row: NewMessage; queuedAt: number; resolve: (written: Written) => void; reject: (error: unknown) => void };
-  let queue: Queued[] = [];
-  /** Channels of the batches being committed: their next rows wait for the next batch. */
-  const busy = new Set<number>();
-  let inFlight = 0;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-
-  /** The rows the next batch may take: in order, none of a busy channel, at most `maxRows`. */
-  function eligible(): Queued[] {
-    const rows: Queued[] = [];
-    for (const queued of queue) {
-      if (busy.has(queued.row.channelId)) continue;
-      rows.push(queued);
-      if (rows.length === maxRows) break;
-    }
-    return rows;
-  }
-
-  /** Starts every batch that is due, or makes sure the next one starts once it is. */
-  function schedule(): void {
-    while (inFlight < maxInFlight && queue.length > 0) {
-      const batch = eligible();
-      if (batch.length === 0) return;
-      const age = performance.now() - batch[0]!.queuedAt;
-      if (batch.length < maxRows && age < windowMs) {
-        timer ??= setTimeout(() => {
-          timer = undefined;
-          schedule();
-        }, windowMs - age);
-        return;
-      }
-      const taken = new Set(batch);
-      queue = queue.filter((queued) => !taken.has(queued));
-      const channels = new Set(batch.map((queued) => queued.row.channelId));
-      for (const channelId of channels) busy.add(channelId);
-      inFlight++;
-      void commit(batch).finally(() => {
-        for (const channelId of channels) busy.delete(channelId);
-        inFlight--;
-        schedule();
-      });
-    }
-  }
+  const batches = createBatcher<Queued>({ keyOf: (queued) => queued.row.channelId, run: commit, maxRows, windowMs, maxInFlight });
 
   const persisted = (queued: Queued) => onPersisted?.((performance.now() - queued.queuedAt) / 1000);
 
@@ -139,10 +99,7 @@ export function createMessageWriter(deps: {
   return {
     /** Resolves once `row` is committed (or found already stored, for a repeated clientId). */
     write(row: NewMessage): Promise<Written> {
-      return new Promise((resolve, reject) => {
-        queue.push({ row, queuedAt: performance.now(), resolve, reject });
-        schedule();
-      });
+      return new Promise((resolve, reject) => batches.add({ row, queuedAt: performance.now(), resolve, reject }));
     },
   };
 }
