@@ -14,8 +14,9 @@ setDefaultTimeout(TEST_TIMEOUT_MS);
 // the real entry point (`bun src/index.ts`, production mode) as a child process. Two browser
 // contexts sign up as alice and bob through the page, and what they do goes through the page's DOM
 // contract (#auth, #status, #me, #channels, #messages, #composer, #typing, #presence, #search);
-// REST is used only for what a third party does (carol's messages, channels being created). The
-// server is restarted on the same database and port while both pages stay open. Screenshots are saved under
+// REST is used only for what a third party does (carol's messages, edits and deletions, channels being
+// created). The server is restarted on the same database and port while both pages stay open: they resume
+// with `auth.since` (a replay, or `resync` and the newest page; api.md §11). Screenshots are saved under
 // test-artifacts/ (with UPDATE_SCREENSHOT=1, the desktop one also to docs/screenshot.png, for the README).
 
 /** Tests that restart the server or open more pages get longer than the default. */
@@ -59,6 +60,16 @@ interface OpenPage {
   errors: string[];
   /** URLs of every request the page made, to see how it catches up. */
   requests: string[];
+  /** The `auth` of every Socket.IO CONNECT the page sent (polling or websocket), to see what it resumes from. */
+  handshakes: { token?: string; since?: Record<string, number> }[];
+}
+
+/** CONNECT packets (`40{…}` for the main namespace) in an engine.io payload; polling batches them with \x1e. */
+function connectPackets(payload: string | Buffer | null): OpenPage["handshakes"] {
+  return String(payload ?? "")
+    .split("\x1e")
+    .filter((packet) => packet.startsWith("40{"))
+    .map((packet) => JSON.parse(packet.slice(2)));
 }
 
 async function openPage(options: Parameters<Browser["newContext"]>[0] = { viewport: { width: 1280, height: 800 } }): Promise<OpenPage> {
@@ -78,10 +89,15 @@ async function openPage(options: Parameters<Browser["newContext"]>[0] = { viewpo
   page.setDefaultTimeout(uiTimeout);
   const errors: string[] = [];
   const requests: string[] = [];
+  const handshakes: OpenPage["handshakes"] = [];
   page.on("pageerror", (error) => errors.push(String(error)));
-  page.on("request", (request) => requests.push(request.url()));
+  page.on("request", (request) => {
+    requests.push(request.url());
+    if (request.method() === "POST" && request.url().includes("/socket.io/")) handshakes.push(...connectPackets(request.postData()));
+  });
+  page.on("websocket", (ws) => ws.on("framesent", ({ payload }) => handshakes.push(...connectPackets(payload))));
   await page.goto(server.url);
-  return { page, errors, requests };
+  return { page, errors, requests, handshakes };
 }
 
 /** Signs in through `#auth` (register or login) and waits for the app to be online as `username`. */
@@ -179,8 +195,57 @@ function step(name: string, body: () => Promise<void>, timeout?: number) {
   );
 }
 
+/** A REST call as someone, against a given server (the one running, or the side one). */
+async function call(url: string, token: string, method: string, route: string, body?: unknown): Promise<Response> {
+  return fetch(`${url}${route}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+}
+
+/** General's id and head (`seq`), as the channel list gives them. */
+async function generalHead(token: string): Promise<{ id: number; seq: number }> {
+  const listed = (await (await call(server.url, token, "GET", "/api/channels")).json()) as { id: number; name: string; seq: number }[];
+  return listed.find((c) => c.name === "general")!;
+}
+
+/**
+ * Stops the server while the pages stay open, does `meanwhile` through a second process on the same
+ * database (on another port, so the pages cannot reach it), and starts the server again on the same
+ * port with `overrides`; resolves once both pages are online again.
+ */
+async function restartWith(meanwhile: (sideUrl: string) => Promise<void>, overrides: Record<string, string> = {}): Promise<void> {
+  const stopped = await server.stop("SIGTERM");
+  expect(stopped.code).toBe(0);
+  await Promise.all([alice, bob].map(({ page }) => page.locator("#status[data-state=offline]").waitFor()));
+  const side = await startServerProcess(productionEnv(testDb.url));
+  await meanwhile(side.url);
+  expect((await side.stop("SIGTERM")).code).toBe(0);
+  for (const { page } of [alice, bob]) expect(await page.locator("#status").getAttribute("data-state")).toBe("offline");
+  server = await startServerProcess({ ...env, ...overrides });
+  expect(server.url).toBe(`http://127.0.0.1:${port}`);
+  await Promise.all([alice, bob].map(({ page }) => page.locator("#status[data-state=online]").waitFor({ timeout: 20_000 })));
+}
+
+/** The handshakes a page sent since `from` (an index into its handshakes): each resumed general from `seq`. */
+function expectResumedFrom(p: OpenPage, from: number, general: { id: number; seq: number }): void {
+  const sent = p.handshakes.slice(from);
+  expect(sent.length).toBeGreaterThan(0);
+  for (const auth of sent) {
+    expect(typeof auth.token).toBe("string");
+    expect(auth.since?.[String(general.id)]).toBe(general.seq);
+  }
+}
+
+/** Requests for history pages (`/messages?…`) a page made since `from`. */
+const historyRequests = (p: OpenPage, from: number) => p.requests.slice(from).filter((url) => /\/messages\?/.test(url));
+/** Requests for a channel's events over REST (`/events?after=`, the page's fallback for a gap) since `from`. */
+const eventRequests = (p: OpenPage, from: number) => p.requests.slice(from).filter((url) => /\/events\?/.test(url));
+
 let alice: OpenPage;
 let bob: OpenPage;
+let carol: { token: string; user: { id: number } };
 
 describe("the chat page in Chromium", () => {
   step("alice and bob sign up through #auth; a message alice types appears in bob's page with the exact text", async () => {
@@ -279,46 +344,86 @@ describe("the chat page in Chromium", () => {
   });
 
   step(
-    "server restarted on the same database and port: both pages go offline, come back online by themselves and show what was sent meanwhile",
+    "server restarted on the same database and port: the pages resume with auth.since and are replayed the messages, the edit and the deletion made meanwhile",
     async () => {
-      const carol = await registerAt(server.url, "carol", password);
-      const before = new Map([alice, bob].map((p) => [p, p.requests.length]));
+      carol = await registerAt(server.url, "carol", password);
+      // Two messages of carol's the pages show before the restart: she edits one and deletes the other meanwhile.
+      const [toEdit, toDelete] = await Promise.all(
+        ["Standup at 10?", "ignore this, wrong channel"].map(async (content) => {
+          const res = await call(server.url, carol.token, "POST", "/api/messages", { content, clientId: crypto.randomUUID() });
+          expect(res.status).toBe(201);
+          return (await res.json()) as { id: number; content: string };
+        }),
+      );
+      for (const { page } of [alice, bob]) for (const m of [toEdit!, toDelete!]) await waitForContent(page, m.content);
+      // Everything the pages were sent is applied: each must resume from exactly general's head.
+      const general = await generalHead(carol.token);
+      const from = new Map([alice, bob].map((p) => [p, { requests: p.requests.length, handshakes: p.handshakes.length }]));
 
-      const stopped = await server.stop("SIGTERM");
-      expect(stopped.code).toBe(0);
-      await Promise.all([alice, bob].map(({ page }) => page.locator("#status[data-state=offline]").waitFor()));
-
-      // While the pages are disconnected, carol posts over REST through a second process on the same
-      // database (on another port, so the pages cannot reach it): what they must catch up on.
-      const side = await startServerProcess(productionEnv(testDb.url));
       const meanwhile = ["Morning both! The deploy finished while you were away.", "Standup moves to 10:30 today."];
-      for (const content of meanwhile) {
-        const res = await fetch(`${side.url}/api/messages`, {
-          method: "POST",
-          headers: { authorization: `Bearer ${carol.token}`, "content-type": "application/json" },
-          body: JSON.stringify({ content, clientId: crypto.randomUUID() }),
-        });
-        expect(res.status).toBe(201);
-      }
-      expect((await side.stop("SIGTERM")).code).toBe(0);
-      for (const { page } of [alice, bob]) expect(await page.locator("#status").getAttribute("data-state")).toBe("offline");
+      const edited = "Standup at 10:30, see below.";
+      await restartWith(async (side) => {
+        for (const content of meanwhile) expect((await call(side, carol.token, "POST", "/api/messages", { content, clientId: crypto.randomUUID() })).status).toBe(201);
+        expect((await call(side, carol.token, "PATCH", `/api/messages/${toEdit!.id}`, { content: edited })).status).toBe(200);
+        expect((await call(side, carol.token, "DELETE", `/api/messages/${toDelete!.id}`)).status).toBe(204);
+      });
 
-      server = await startServerProcess(env);
-      expect(server.url).toBe(`http://127.0.0.1:${port}`);
-      await Promise.all([alice, bob].map(({ page }) => page.locator("#status[data-state=online]").waitFor({ timeout: 20_000 })));
       for (const p of [alice, bob]) {
         for (const content of meanwhile) expect((await waitForContent(p.page, content)).author).toBe("carol");
+        await waitForMessages(p.page, `message ${toEdit!.id} edited`, (all) => all.some((m) => m.id === toEdit!.id && m.content === edited && m.edited));
+        await waitForMessages(p.page, `message ${toDelete!.id} deleted`, (all) => all.some((m) => m.id === toDelete!.id && m.deleted && m.content !== toDelete!.content));
         const shown = await shownMessages(p.page);
         expect(ids(shown)).toEqual([...new Set(ids(shown))].sort((a, b) => a - b));
-        // The README's recipe: catch up with `?after=<last id>`.
-        const caughtUp = p.requests.slice(before.get(p)).filter((url) => /\/messages\?(.*&)?after=\d+/.test(url));
-        expect(caughtUp.length).toBeGreaterThan(0);
+        // The README's recipe: reconnect with `auth.since`; the socket replays, so neither a history page
+        // nor the events over REST are read.
+        expectResumedFrom(p, from.get(p)!.handshakes, general);
+        expect(historyRequests(p, from.get(p)!.requests)).toEqual([]);
+        expect(eventRequests(p, from.get(p)!.requests)).toEqual([]);
       }
 
       // And the reconnected pages are live again.
       const back = "Back online. Did everything arrive?";
       await send(bob.page, back);
       expect((await waitForContent(alice.page, back)).author).toBe("bob");
+    },
+    longTimeout,
+  );
+
+  step(
+    "a channel too far behind to replay gets resync: the pages reload general's newest page and continue from its head",
+    async () => {
+      // The pages have applied every event so far (bob's last message was shown in both).
+      const general = await generalHead(carol.token);
+      const from = new Map([alice, bob].map((p) => [p, { requests: p.requests.length, handshakes: p.handshakes.length }]));
+      const meanwhile = ["Release freeze starts Friday.", "Please hold merges until Monday.", "Thanks for the patience!"];
+      // Three events meanwhile, and the restarted server replays at most two per channel: general is resynced.
+      await restartWith(
+        async (side) => {
+          for (const content of meanwhile) expect((await call(side, carol.token, "POST", "/api/messages", { content, clientId: crypto.randomUUID() })).status).toBe(201);
+        },
+        { RESUME_MAX_EVENTS: "2" },
+      );
+      for (const p of [alice, bob]) {
+        for (const content of meanwhile) expect((await waitForContent(p.page, content)).author).toBe("carol");
+        expectResumedFrom(p, from.get(p)!.handshakes, general);
+        // resync: the newest page of general, read once; never the old `?after=` catch-up.
+        const reloaded = historyRequests(p, from.get(p)!.requests);
+        expect(reloaded.length).toBe(1);
+        expect(reloaded[0]).toMatch(new RegExp(`/api/channels/${general.id}/messages\\?limit=\\d+$`));
+        expect(eventRequests(p, from.get(p)!.requests)).toEqual([]);
+      }
+
+      // Continuing from the head: a message and an edit now arrive live, once each.
+      const live = "Freeze confirmed for Friday 17:00.";
+      const res = await call(server.url, carol.token, "POST", "/api/messages", { content: live, clientId: crypto.randomUUID() });
+      expect(res.status).toBe(201);
+      const { id } = (await res.json()) as { id: number };
+      expect((await call(server.url, carol.token, "PATCH", `/api/messages/${id}`, { content: `${live} (UTC)` })).status).toBe(200);
+      for (const p of [alice, bob]) {
+        await waitForMessages(p.page, `message ${id} edited`, (all) => all.some((m) => m.id === id && m.content === `${live} (UTC)` && m.edited));
+        const shown = await shownMessages(p.page);
+        expect(ids(shown)).toEqual([...new Set(ids(shown))].sort((a, b) => a - b));
+      }
     },
     longTimeout,
   );

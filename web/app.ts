@@ -1,13 +1,15 @@
 // The chat page: a client of the public API only (REST for state, Socket.IO for what happens live).
 import { io, type Socket } from "socket.io-client";
-import type { Channel, ChatMessage, ClientToServerEvents, HistoryEntry, SearchHit, ServerToClientEvents } from "../src/client.ts";
+import type { Channel, ChannelEvent, ChatMessage, ClientToServerEvents, EventsPage, HistoryEntry, SearchHit, ServerToClientEvents } from "../src/client.ts";
 import { api, ApiError, accessToken, currentUser, refresh, resume, signIn, signOut, whenSignedOut } from "./api.ts";
 import { $, el, highlightNodes, messageItem } from "./dom.ts";
 
 type ChatSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
 
 const pageSize = 50;
-const catchUpLimit = 200;
+const eventsLimit = 1_000;
+/** Channels one handshake's `auth.since` may name (api.md §11). */
+const maxSinceChannels = 1_000;
 const ackTimeoutMs = 5_000;
 const typingShownMs = 3_000;
 const typingEveryMs = 2_000; // the server relays at most one per RATE_LIMIT_TYPING window anyway
@@ -29,6 +31,17 @@ const online = new Set<number>();
 const typers = new Map<number, number>(); // userId → shown until (ms)
 const markedRead = new Map<number, number>();
 let lastTypingAt = 0;
+/**
+ * Per channel, the seq of the last event applied (api.md §11): sent back as `auth.since` on every
+ * (re)connection, so the server replays exactly what was missed. Set from GET /api/channels the first
+ * time a channel is listed, then moved by each event.
+ */
+const seqs = new Map<number, number>();
+/** Per channel being (re)loaded (its history page, or events over REST): the events that came meanwhile, applied after it. */
+const held = new Map<number, ChannelEvent[]>();
+const busy = new Map<number, Promise<void>>();
+/** Bumped on sign-out, so work started for the previous user does nothing when it ends. */
+let epoch = 0;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const describe = (error: unknown) => (error instanceof ApiError ? error.message : "The server cannot be reached; try again");
@@ -66,7 +79,12 @@ function start(): void {
 function stop(reason: string): void {
   socket?.disconnect();
   socket = undefined;
+  epoch++;
   openId = undefined;
+  channels = [];
+  seqs.clear();
+  held.clear();
+  busy.clear();
   shown.clear();
   online.clear();
   typers.clear();
@@ -85,9 +103,16 @@ function setStatus(state: "connecting" | "online" | "offline"): void {
   $("#status").textContent = state;
 }
 
+/** `auth.since`: the open channel first, then the others, up to what one handshake may name. */
+function since(): Record<string, number> {
+  const ids = [...seqs.keys()].sort((a, b) => Number(b === openId) - Number(a === openId)).slice(0, maxSinceChannels);
+  return Object.fromEntries(ids.map((id) => [String(id), seqs.get(id)!]));
+}
+
 function connect(): void {
-  // A function, so every (re)connection presents the current access token.
-  const s: ChatSocket = io({ auth: (cb) => cb({ token: accessToken() }) });
+  // A function: socket.io-client calls it on every (re)connection attempt, so each one presents the
+  // current access token and the current seqs (README "After a reconnect").
+  const s: ChatSocket = io({ auth: (cb) => cb(seqs.size > 0 ? { token: accessToken(), since: since() } : { token: accessToken() }) });
   socket = s;
   let retryMs = 1_000;
   /** After a handshake socket.io-client will not retry by itself (refused, or we were disconnected). */
@@ -104,8 +129,7 @@ function connect(): void {
     retryMs = 1_000;
     setStatus("online");
     void loadPresence();
-    // First load and catch-up after a reconnect alike (README "After a reconnect").
-    void resync().catch(report);
+    void connected().catch(report);
   });
   s.on("disconnect", (reason) => {
     setStatus("offline");
@@ -115,26 +139,17 @@ function connect(): void {
   s.on("connect_error", (error) => {
     setStatus("offline");
     if (s.active) return; // a network failure: socket.io-client keeps reconnecting by itself
+    // Should not happen: start over without `since` (the channels are loaded afresh once connected).
+    if (error.message.startsWith("Invalid auth.since")) seqs.clear();
     // "Unauthorized": the token expired or was revoked. "Unavailable": the token is fine, the database is not.
     retry(error.message === "Unauthorized");
   });
 
-  s.on("message", (m) => {
-    names.set(m.userId, m.username);
-    if (m.channelId === openId) {
-      render(m);
-      markRead();
-    } else if (m.userId !== me()) {
-      const channel = channels.find((c) => c.id === m.channelId);
-      if (channel) channel.unread++;
-      channel ? renderChannels() : void loadChannels().catch(report); // a channel we were just added to
-    }
-  });
-  s.on("message:updated", (u) => {
-    const old = shown.get(u.id);
-    if (u.channelId === openId && old && !("deleted" in old)) render({ ...old, content: u.content, editedAt: u.editedAt });
-  });
-  s.on("message:deleted", (d) => (d.channelId === openId ? render({ id: d.id, deleted: true }, true) : void loadChannels().catch(report)));
+  // Replayed (after a reconnection) and live events alike, in each channel's seq order.
+  s.on("message", (data) => receive({ seq: data.seq, type: "message", data }));
+  s.on("message:updated", (data) => receive({ seq: data.seq, type: "message:updated", data }));
+  s.on("message:deleted", (data) => receive({ seq: data.seq, type: "message:deleted", data }));
+  s.on("resync", ({ channelId, head }) => void whileHeld(channelId, () => reload(channelId, head)).catch(report));
   s.on("channel:read", () => void loadChannels().catch(report)); // another tab read something
   s.on("typing", ({ channelId, userId }) => {
     if (channelId !== openId) return;
@@ -147,10 +162,131 @@ function connect(): void {
   });
 }
 
+// ---- channel events (api.md §11) -----------------------------------------------------------
+
+/** One event, live or replayed: applied once, in seq order; a channel being loaded holds it until then. */
+function receive(event: ChannelEvent): void {
+  const channelId = event.data.channelId;
+  const waiting = held.get(channelId);
+  if (waiting) return void waiting.push(event);
+  const last = seqs.get(channelId);
+  if (last === undefined) {
+    // A channel not listed yet (we were just added to it): list it, which gives its seq, then apply.
+    held.set(channelId, [event]);
+    return void whileHeld(channelId, () => listChannel(channelId)).catch(report);
+  }
+  if (event.seq <= last) return; // had it already (replayed after a reconnection, or listed)
+  if (event.seq > last + 1) {
+    // A gap: the server never leaves one, but should it, read the missing events over REST.
+    held.set(channelId, [event]);
+    return void whileHeld(channelId, () => fillGap(channelId)).catch(report);
+  }
+  seqs.set(channelId, event.seq);
+  apply(event);
+}
+
+/**
+ * Runs `task` for one channel, one task at a time, while its events are held; then applies those in
+ * seq order (each against the seq the task left). A task that failed is tried again shortly, unless
+ * the channel is no longer ours (403, 404): then its held events are dropped.
+ */
+function whileHeld(channelId: number, task: () => Promise<void>): Promise<void> {
+  const started = epoch;
+  if (!held.has(channelId)) held.set(channelId, []);
+  const run = async () => {
+    while (epoch === started) {
+      try {
+        return await task();
+      } catch (error) {
+        report(error);
+        if (error instanceof ApiError && (error.status === 403 || error.status === 404)) return void held.set(channelId, []);
+        await sleep(2_000);
+      }
+    }
+  };
+  const done: Promise<void> = (busy.get(channelId) ?? Promise.resolve()).then(run).finally(() => {
+    if (epoch !== started || busy.get(channelId) !== done) return; // signed out, or another task queued: it releases
+    busy.delete(channelId);
+    const waiting = held.get(channelId) ?? [];
+    held.delete(channelId);
+    for (const event of waiting.sort((a, b) => a.seq - b.seq)) receive(event);
+  });
+  busy.set(channelId, done);
+  return done;
+}
+
+/** The events after the last one applied, over REST, until the channel's head. */
+async function fillGap(channelId: number): Promise<void> {
+  for (;;) {
+    const after = seqs.get(channelId) ?? 0;
+    const page = await api<EventsPage>(`/api/channels/${channelId}/events?after=${after}&limit=${eventsLimit}`);
+    if (page.limited) return reload(channelId, page.head);
+    for (const event of page.events) {
+      if (event.seq !== seqs.get(channelId)! + 1) continue;
+      seqs.set(channelId, event.seq);
+      apply(event);
+    }
+    if (page.events.length === 0 || seqs.get(channelId)! >= page.head) return;
+  }
+}
+
+/** Lists the channels; a channel still not among them is not ours (any more): its held events are dropped. */
+async function listChannel(channelId: number): Promise<void> {
+  await loadChannels();
+  if (!seqs.has(channelId)) held.set(channelId, []);
+}
+
+/** `resync` (or `limited`): the events are not replayable, so the channel is loaded afresh as of `head`. */
+async function reload(channelId: number, head: number): Promise<void> {
+  seqs.set(channelId, head);
+  if (channelId === openId) await showLatest(channelId);
+  else await loadChannels(); // its unread count
+}
+
+/**
+ * What one event changes. Each is safe to apply again over a newer state (events held while a
+ * history page loaded meet that page): a message already shown stays as it is, an edit older than
+ * the one shown is skipped, a deletion is final.
+ */
+function apply(event: ChannelEvent): void {
+  const { data } = event;
+  if (data.channelId !== openId) return countUnread(event);
+  if (event.type === "message") {
+    names.set(event.data.userId, event.data.username);
+    if (!shown.has(data.id)) render(event.data);
+    markReadSoon();
+  } else if (event.type === "message:updated") {
+    const old = shown.get(data.id);
+    const { content, editedAt } = event.data;
+    if (old && !("deleted" in old) && Date.parse(editedAt) >= Date.parse(old.editedAt ?? "0")) render({ ...old, content, editedAt });
+  } else if (shown.has(data.id)) render({ id: data.id, deleted: true }, true);
+}
+
+/** Another channel: its unread count, which GET /api/channels gave as of the channel's `seq`. */
+function countUnread(event: ChannelEvent): void {
+  const channel = channels.find((c) => c.id === event.data.channelId);
+  if (!channel || event.seq <= channel.seq) return;
+  channel.seq = event.seq;
+  if (event.type === "message" && event.data.userId !== me()) channel.unread++;
+  if (event.type === "message:deleted") return void loadChannels().catch(report); // it may have been unread
+  renderChannels();
+}
+
 // ---- channels and history ------------------------------------------------------------------
 
+/**
+ * The channel list with unread counts. A channel listed for the first time starts from its `seq`;
+ * a list older than what events have since counted (an answer overtaken by them) keeps their count.
+ */
 async function loadChannels(): Promise<void> {
-  channels = await api<Channel[]>("/api/channels");
+  const started = epoch;
+  const listed = await api<Channel[]>("/api/channels");
+  if (epoch !== started) return;
+  channels = listed.map((c) => {
+    if (!seqs.has(c.id)) seqs.set(c.id, c.seq);
+    const counted = channels.find((old) => old.id === c.id);
+    return counted && counted.seq > c.seq ? { ...c, seq: counted.seq, unread: counted.unread } : c;
+  });
   renderChannels();
 }
 
@@ -172,11 +308,16 @@ $("#channels").addEventListener("click", (event) => {
   if (li) void openChannel(Number(li.dataset.channelId)).catch(report);
 });
 
-/** Connect (first time or again): the channel list, then the open channel caught up. */
-async function resync(): Promise<void> {
+/**
+ * Connected, the first time or again. Again, the open channel's missed events are being replayed
+ * (`auth.since`): only the channel list (unread counts, channels added meanwhile) is loaded. The first
+ * time: the list, which gives each channel's seq, then general's newest page.
+ */
+async function connected(): Promise<void> {
+  const resumed = openId !== undefined && seqs.has(openId);
   await loadChannels();
-  if (openId !== undefined && channels.some((c) => c.id === openId)) return catchUp(openId);
-  const first = channels.find((c) => c.id === 1) ?? channels[0];
+  if (resumed && channels.some((c) => c.id === openId)) return;
+  const first = channels.find((c) => c.id === openId) ?? channels.find((c) => c.id === 1) ?? channels[0];
   if (first) await openChannel(first.id);
 }
 
@@ -189,32 +330,21 @@ async function openChannel(id: number): Promise<void> {
   reachedStart = false;
   renderChannels();
   $("#title").textContent = channels.find((c) => c.id === id)?.name ?? "";
-  await loadLatest(id);
-  list.scrollTop = list.scrollHeight;
-  markRead();
+  // Its events wait for the page: it shows at least what they had done before it was read.
+  await whileHeld(id, () => showLatest(id));
 }
 
 const history = (id: number, query: string) => api<HistoryEntry[]>(`/api/channels/${id}/messages?${query}`);
 
-/** The newest page, merged by id: also how edits and deletions missed while offline arrive. */
-async function loadLatest(id: number): Promise<void> {
+/** The open channel from its newest page (opened, or `resync`): what was shown before is dropped. */
+async function showLatest(id: number): Promise<void> {
   const page = await history(id, `limit=${pageSize}`);
   if (openId !== id) return;
-  if (shown.size === 0 && page.length < pageSize) reachedStart = true;
+  shown.clear();
+  list.replaceChildren();
+  reachedStart = page.length < pageSize;
   for (const entry of page.reverse()) render(entry);
-}
-
-/** README "After a reconnect": `?after=` the last id until a short page, then the newest page again. */
-async function catchUp(id: number): Promise<void> {
-  let last = Math.max(0, ...shown.keys());
-  while (last > 0) {
-    const page = await history(id, `after=${last}&limit=${catchUpLimit}`);
-    if (openId !== id) return;
-    for (const entry of page) render(entry);
-    if (page.length < catchUpLimit) break;
-    last = page.at(-1)!.id;
-  }
-  await loadLatest(id);
+  list.scrollTop = list.scrollHeight;
   markRead();
 }
 
@@ -265,6 +395,13 @@ function markRead(): void {
 }
 document.addEventListener("visibilitychange", markRead);
 
+let markReadTimer: ReturnType<typeof setTimeout> | undefined;
+/** markRead once a burst of messages (a replay after a reconnection) has been shown, not once per message. */
+function markReadSoon(): void {
+  clearTimeout(markReadTimer);
+  markReadTimer = setTimeout(markRead, 200);
+}
+
 // ---- sending, editing, deleting ------------------------------------------------------------
 
 input.addEventListener("keydown", (event) => {
@@ -300,7 +437,8 @@ async function send(channelId: number, content: string): Promise<void> {
       continue;
     }
     if (ack.ok) {
-      if ("channelId" in ack.message && ack.message.channelId === openId) render(ack.message);
+      // Shown now, not only once its event arrives; the event then finds it there.
+      if ("channelId" in ack.message && ack.message.channelId === openId && !shown.has(ack.message.id)) render(ack.message);
       return pending.remove();
     }
     if (ack.error.code !== "UNAVAILABLE" && ack.error.code !== "RATE_LIMITED") return failed(pending, ack.error.message);
