@@ -1,4 +1,4 @@
-import { collectMessages, settleMessages } from "./helpers/recorder.ts";
+import { asHistory, collectMessages, settleMessages } from "./helpers/recorder.ts";
 import { batchFigures, batchesSince, hold, until, waitingForLocks, type BatchFigures } from "./helpers/locks.ts";
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { MAX_BATCHES_IN_FLIGHT } from "../src/messages/message-writer.ts";
@@ -15,7 +15,8 @@ setDefaultTimeout(TEST_TIMEOUT_MS);
 // multi-row INSERT in one transaction, acked and broadcast only after its COMMIT, in order; a
 // row the database refuses fails alone; a database that goes away is 503 UNAVAILABLE. Across many
 // channels at once: batches per channel in order, and a refused row in one channel costs another
-// channel's rows nothing.
+// channel's rows nothing. Acks and broadcasts carry each event's `seq` (api.md §11), consecutive
+// per channel in id order; history and stored rows have none (`asHistory`).
 
 const t = await startTestServer();
 const { sql } = t.database;
@@ -76,6 +77,17 @@ async function storedWithContent(contents: string[]): Promise<{ id: number; cont
 const increasing = (ids: number[]) => ids.every((id, i) => i === 0 || id > ids[i - 1]!);
 const byId = (a: { id: number }, b: { id: number }) => a.id - b.id;
 
+/**
+ * One channel's new messages, as acked: in id order, their seqs are consecutive (a positive
+ * integer each), starting right after `after` when the test knows the channel's head before.
+ */
+function expectSeqsInIdOrder(messages: { id: number; seq?: number }[], after?: number): void {
+  const seqs = [...messages].sort(byId).map((m) => m.seq!);
+  expect(seqs.every((seq) => Number.isInteger(seq) && seq > 0)).toBe(true);
+  const first = after === undefined ? seqs[0]! : after + 1;
+  expect(seqs).toEqual(seqs.map((_, i) => first + i));
+}
+
 describe("group commit", () => {
   test("200 messages sent at once from 20 sockets: fewer transactions than messages, every ack a committed row, everyone gets everything once, in id order", async () => {
     const users = await Promise.all(Array.from({ length: 10 }, () => t.register()));
@@ -102,9 +114,12 @@ describe("group commit", () => {
       const { author, payload } = sends[i]!;
       expect(ack).toEqual({
         ok: true,
-        message: { id: expect.any(Number), channelId: payload.channelId, userId: author.id, username: author.username, content: payload.content, timestamp: expect.any(String) },
+        message: { id: expect.any(Number), channelId: payload.channelId, userId: author.id, username: author.username, content: payload.content, timestamp: expect.any(String), seq: expect.any(Number) },
       });
     }
+    // Per channel, one event each, in id order: general's after whatever it held, the new channel's from 1.
+    expectSeqsInIdOrder(acks.map((a) => a.message).filter((m) => m.channelId === 1));
+    expectSeqsInIdOrder(acks.map((a) => a.message).filter((m) => m.channelId === channel.id), 0);
 
     // Every ack is a committed row, exactly as acked; nothing else was stored.
     const rows = await sql<{ id: number; channel_id: number; user_id: number; username: string; content: string; created_at: Date; tx: string }[]>`
@@ -119,7 +134,7 @@ describe("group commit", () => {
       timestamp: r.created_at.toISOString(),
     });
     const byId = (a: ChatMessage, b: ChatMessage) => a.id - b.id;
-    expect([...rows].map(asAcked).sort(byId)).toEqual(acks.map((a) => a.message as ChatMessage).sort(byId));
+    expect([...rows].map(asAcked).sort(byId)).toEqual(acks.map((a) => asHistory(a.message as ChatMessage)).sort(byId));
 
     // Fewer transactions than messages: rows written by one transaction share its xmin.
     const transactions = new Set(rows.map((r) => r.tx)).size;
@@ -192,11 +207,12 @@ describe("group commit", () => {
       if (expected === "stored") {
         expect(got).toEqual({ label, answer: { ok: true, message: expect.objectContaining({ content: payload.content }) }, stored: [{ id: answer.message.id, content: payload.content }] });
       } else if (expected === "the original") {
-        expect(got).toEqual({ label, answer: original, stored: [] });
+        // The first message as history shows it: not published again, so no event number.
+        expect(got).toEqual({ label, answer: { ok: true, message: asHistory(original.message) }, stored: [] });
       } else if (expected === "UNAUTHORIZED") {
         expect(got).toEqual({ label, answer: { ok: false, error: { code: "UNAUTHORIZED", message: expect.any(String) } }, stored: [] });
       } else {
-        expect(got).toEqual({ label, answer: answers[3], stored: [] });
+        expect(got).toEqual({ label, answer: { ok: true, message: asHistory(answers[3].message) }, stored: [] });
       }
     }
 
@@ -224,7 +240,8 @@ describe("group commit", () => {
       let acks: Promise<any>[];
       try {
         acks = contents.map((content) => sendWithAck(socket, { content }, 20_000).then((ack) => (answered.push(ack), ack)));
-        // The batch's statement is its own transaction (it commits as it ends); with the publish gate it ends with COMMIT.
+        // The batch's statement is its own transaction (it commits as it ends, the trigger waiting
+        // inside); a batch in an explicit transaction would wait in its COMMIT.
         await until(async () => (await waitingForLocks(sql)).some((q) => q === "COMMIT" || q.includes("INSERT INTO messages")), "the batch to wait inside its COMMIT");
         // Time enough for an early ack or broadcast to arrive.
         await Bun.sleep(300);
@@ -334,15 +351,17 @@ describe("group commit across many channels", () => {
       const { author, payload } = sends[i]!;
       expect(ack).toEqual({
         ok: true,
-        message: { id: expect.any(Number), channelId: payload.channelId, userId: author.id, username: author.username, content: payload.content, timestamp: expect.any(String) },
+        message: { id: expect.any(Number), channelId: payload.channelId, userId: author.id, username: author.username, content: payload.content, timestamp: expect.any(String), seq: expect.any(Number) },
       });
     }
     const messages = acks.map((a) => a.message as ChatMessage).sort(byId);
     expect(new Set(messages.map((m) => m.id)).size).toBe(300);
+    // Each new channel's 30 events are 1..30, in id order.
+    for (const { channelId } of parties) expectSeqsInIdOrder(messages.filter((m) => m.channelId === channelId), 0);
 
     // Every ack is one committed row, exactly as acked, and nothing else was stored.
     const rows = await storedLike(`${tag} %`);
-    expect(rows.map(asAcked)).toEqual(messages);
+    expect(rows.map(asAcked)).toEqual(messages.map(asHistory));
 
     // Batched: fewer transactions than messages, as the writer counts them too; per channel, its
     // transactions follow one another (no channel's rows of two transactions interleave by id).
@@ -462,7 +481,9 @@ describe("group commit across many channels", () => {
       expect(increasing(yMessages.map((m) => m.id))).toBe(true);
       const rows = await storedLike(`${tag} %`);
       const acked = [...blockerAnswers, ...xAnswers, ...yAnswers].map((a) => a.message as ChatMessage).sort(byId);
-      expect(rows.map(asAcked)).toEqual(acked);
+      expect(rows.map(asAcked)).toEqual(acked.map(asHistory));
+      // Each channel is new: its events are 1, 2, ... in id order; the refused row took no number.
+      for (const { channelId } of [x!, y!]) expectSeqsInIdOrder(acked.filter((m) => m.channelId === channelId), 0);
 
       // How the writer handled it: only the batch holding the poisoned row went row by row.
       const since = await batchesSince(t.url, before!);
@@ -482,7 +503,7 @@ describe("group commit across many channels", () => {
       for (const { channelId } of [x!, y!]) {
         const expected = acked.filter((m) => m.channelId === channelId);
         expect(seen.filter((m) => m.channelId === channelId)).toEqual(expected);
-        expect(await newest(watcher, channelId)).toEqual([...expected].reverse());
+        expect(await newest(watcher, channelId)).toEqual([...expected].reverse().map(asHistory));
         expect(await newest(watcher, channelId)).toEqual(await stored(channelId));
       }
     } finally {

@@ -6,6 +6,7 @@ import type { ChatMessage, HistoryEntry } from "../src/messages/messages.schemas
 import { adminDatabaseUrl, TEST_TIMEOUT_MS } from "./helpers/env.ts";
 import { expectError } from "./helpers/expect-error.ts";
 import { apiFor, expectStatus } from "./helpers/http.ts";
+import { asHistory, record } from "./helpers/recorder.ts";
 import { sendWithAck, startTestServer, uniqueName, type ChatClient, type Registered, type TestServer, type Transport } from "./helpers/server.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
@@ -19,9 +20,14 @@ setDefaultTimeout(TEST_TIMEOUT_MS);
 // 2. it is served from memory (transactions counted in pg_stat_database); 3. reads racing writes
 // never lose a message; 4. with Redis there is no cache.
 
-// The history cache is only kept by this instance's own writes, so messages written here with
-// SQL go only into channels nobody has read yet (their newest page is not in memory): the first
-// read loads it from the database. Every other change goes through the API.
+// The history cache is only kept by the events this instance delivers (its own writes, and an
+// event missing from them read back from the log), so messages written here with SQL (no event)
+// go only into channels nobody has read yet (their newest page is not in memory): the first read
+// loads it from the database. Every other change goes through the API, but for one logged edit
+// written with SQL (section 1, the first read racing a publication).
+
+// Acks and broadcasts carry the event's `seq`, history entries do not (api.md §11): an ack is
+// compared with a page as history shows it (`asHistory`).
 
 const GENERAL = 1;
 const t = await startTestServer();
@@ -160,7 +166,7 @@ describe("1. the newest history page is exact", () => {
       expect(await stored(channelId, limit ?? 50)).toEqual([]);
     }
     const first = await viaSocket("websocket")(alice, channelId, "first words");
-    for (const limit of LIMITS) expect({ limit, page: await newest(bob, channelId, limit) }).toEqual({ limit, page: [first] });
+    for (const limit of LIMITS) expect({ limit, page: await newest(bob, channelId, limit) }).toEqual({ limit, page: [asHistory(first)] });
   });
 
   const senders: [label: string, send: Sender][] = [
@@ -182,7 +188,7 @@ describe("1. the newest history page is exact", () => {
     const message = await send(alice, channelId, `sent ${crypto.randomUUID()}`);
     for (const limit of LIMITS) {
       const page = await newest(bob, channelId, limit, route);
-      expect({ limit, first: page[0] }).toEqual({ limit, first: message });
+      expect({ limit, first: page[0] }).toEqual({ limit, first: asHistory(message) });
       expect({ limit, page }).toEqual({ limit, page: await stored(channelId, limit ?? 50) });
     }
   });
@@ -253,7 +259,7 @@ describe("1. the newest history page is exact", () => {
         const message = await viaRest(alice, channels.deep, `pushing ${i}`);
         for (const limit of LIMITS) {
           const page = await newest(bob, channels.deep, limit);
-          expect(page[0]).toEqual(message);
+          expect(page[0]).toEqual(asHistory(message));
           expect({ i, limit, page }).toEqual({ i, limit, page: await stored(channels.deep, limit ?? 50) });
         }
       }
@@ -275,7 +281,7 @@ describe("1. the newest history page is exact", () => {
     const message = await viaSocket("websocket")(alice, channelId, "one more");
     for (const limit of LIMITS) {
       const page = await newest(bob, channelId, limit);
-      expect(page[0]).toEqual(message);
+      expect(page[0]).toEqual(asHistory(message));
       expect({ limit, length: page.length }).toEqual({ limit, length: Math.min(n + 1, limit ?? 50) });
       expect({ limit, page }).toEqual({ limit, page: await stored(channelId, limit ?? 50) });
     }
@@ -291,7 +297,7 @@ describe("1. the newest history page is exact", () => {
     const channel = () => createChannel(alice, [], kind);
     const channelId = await channel();
     const message = await viaRest(alice, channelId, "members only");
-    expect(await newest(alice, channelId)).toEqual([message]);
+    expect(await newest(alice, channelId)).toEqual([asHistory(message)]);
     const outsider = await t.register();
     for (const limit of LIMITS) {
       const res = await api("GET", historyPath(channelId, limit === undefined ? "" : `?limit=${limit}`), outsider.token);
@@ -301,34 +307,77 @@ describe("1. the newest history page is exact", () => {
     }
   });
 
-  // FAILS TODAY (a real bug, see the report): a first read of a channel (nothing in memory)
-  // that loads a message already committed but not yet published keeps it, and its publication
-  // then puts it in front a second time. A message's publication waits behind an edit or delete
-  // of the same channel that is still in flight, so the window is as long as that statement.
-  // When recent-messages.ts is fixed, this passes and `.failing` must go.
+  // A message can be committed here before it is published here: the fan-out hands a channel's
+  // events over in seq order only (src/messages/sequencer.ts), so a committed message waits while
+  // an earlier event of its channel has not arrived yet (two commits answer on two connections, in
+  // either order; one that never arrives is read back from the log after EVENT_GAP_WAIT_MS). A
+  // first read of the channel (nothing in memory) in that window loads the message from the
+  // database, and its publication must then not put it in front a second time.
+  // Deterministic, with locks: the earlier event is an edit written with SQL as the server writes
+  // one (under the channel's lock, its head and log row in the same transaction) before anyone read
+  // the channel, whose publication never comes, so the sequencer holds the message and reads the
+  // edit back from channel_events; that read waits for a lock on channel_events, queued behind the
+  // message's commit (a deferred trigger holds it inside COMMIT), until the first read is answered.
   test("a first read racing a committed but not yet published message does not list it twice", async () => {
     const channelId = await createChannel(alice, [bob]);
     const socket = await connect(alice);
+    const events = record(socket);
     const earlier = await sendWithAck(socket, { content: "to be edited", channelId });
-    expect(earlier.ok).toBe(true);
-    // The edit waits for this row lock inside the channel's publication line.
-    const rowLock = await hold(sql, `SELECT id FROM messages WHERE id = ${earlier.message.id} FOR UPDATE`);
-    let edit: Promise<Response>;
-    let sent: Promise<any>;
+    expect(earlier).toMatchObject({ ok: true, message: { seq: 1 } });
+    expect(t.app.fanout.sequencer.deliveredUpTo(channelId)).toBe(1);
+    // The edit, committed (seq 2) but never published here.
+    await sql.begin(async (tx) => {
+      await tx`SELECT pg_advisory_xact_lock(${channelId}::int)`;
+      await tx`UPDATE messages SET content = 'edited', edited_at = now() WHERE id = ${earlier.message.id}`;
+      const [head] = await tx<{ seq: number }[]>`UPDATE channels SET seq = seq + 1 WHERE id = ${channelId} RETURNING seq`;
+      expect(head!.seq).toBe(2);
+      await tx`INSERT INTO channel_events (channel_id, seq, type, message_id) VALUES (${channelId}, 2, 1, ${earlier.message.id})`;
+    });
+    const content = `committed, not yet published ${crypto.randomUUID().slice(0, 8)}`;
+    await sql.unsafe(`CREATE FUNCTION hold_commit_first_read() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_advisory_xact_lock_shared(31339, 1); RETURN NULL; END $$`);
+    await sql.unsafe(`CREATE CONSTRAINT TRIGGER hold_commit_first_read AFTER INSERT ON messages DEFERRABLE INITIALLY DEFERRED
+      FOR EACH ROW WHEN (NEW.content = '${content}') EXECUTE FUNCTION hold_commit_first_read()`);
+    const commitGate = await hold(sql, "SELECT pg_advisory_xact_lock(31339, 1)");
+    // Queued behind the held insert's lock on channel_events (it wrote its log row), so taken once it commits.
+    let eventsLock: ReturnType<typeof lockLater> | undefined;
     try {
-      edit = api("PATCH", `/api/messages/${earlier.message.id}`, alice.token, { content: "edited" });
-      await until(async () => (await waitingForLocks(sql)).some((query) => query.includes("UPDATE")), "the edit to wait for the row lock");
-      sent = sendWithAck(socket, { content: "committed, not yet published", channelId }, 20_000);
-      await until(async () => (await sql`SELECT 1 FROM messages WHERE content = 'committed, not yet published'`).length === 1, "the message to be committed");
-      // The channel's first read: its page is loaded from the database now.
-      await newest(bob, channelId, 200);
+      const sent = sendWithAck(socket, { content, channelId }, 20_000);
+      await until(async () => (await waitingForLocks(sql)).some((q) => q.includes("INSERT INTO messages")), "the message to wait inside its COMMIT");
+      eventsLock = lockLater(sql, "LOCK TABLE channel_events IN ACCESS EXCLUSIVE MODE");
+      await until(async () => (await waitingForLocks(sql)).some((q) => q.startsWith("LOCK TABLE channel_events")), "the channel_events lock to queue");
+      await commitGate.release();
+      await eventsLock.taken;
+      expect(await sql`SELECT 1 FROM messages WHERE content = ${content}`).toHaveLength(1);
+      // The message (seq 3) waits for seq 2, which the sequencer is reading back (held by the lock).
+      await until(async () => (await waitingForLocks(sql)).some((q) => q.trimStart().startsWith("SELECT") && q.includes("FROM channel_events")), "the missing edit to be read back");
+      expect({ delivered: t.app.fanout.sequencer.deliveredUpTo(channelId), holding: t.app.fanout.sequencer.holding() }).toEqual({ delivered: 1, holding: 1 });
+      // The channel's first read: its page is loaded from the database now, the message in it.
+      const first = await newest(bob, channelId, 200);
+      expect(first.map((e) => (e as ChatMessage).content)).toEqual([content, "edited"]);
+      // Still not published: no ack, no broadcast.
+      expect(t.app.fanout.sequencer.deliveredUpTo(channelId)).toBe(1);
+      expect(events.events.map(([event]) => event)).toEqual(["message"]);
+      await eventsLock.release();
+      const ack = await sent;
+      expect(ack).toMatchObject({ ok: true, message: { content, channelId, seq: 3 } });
+      // Published in seq order: the edit read back, then the message.
+      expect(events.events.map(([event, payload]) => [event, (payload as { seq: number }).seq])).toEqual([
+        ["message", 1],
+        ["message:updated", 2],
+        ["message", 3],
+      ]);
+      const page = await newest(bob, channelId, 200);
+      expect(page.map((e) => e.id)).toEqual([ack.message.id, earlier.message.id]);
+      expect(page[0]).toEqual(asHistory(ack.message as ChatMessage));
+      expect(page).toEqual(await stored(channelId, 200));
     } finally {
-      await rowLock.release();
+      await commitGate.release();
+      await eventsLock?.release();
+      events.stop();
+      await sql.unsafe("DROP TRIGGER IF EXISTS hold_commit_first_read ON messages");
+      await sql.unsafe("DROP FUNCTION IF EXISTS hold_commit_first_read()");
     }
-    await expectStatus(await edit!, 200);
-    expect(await sent!).toMatchObject({ ok: true });
-    const page = await newest(bob, channelId, 200);
-    expect(page).toEqual(await stored(channelId, 200));
   });
 });
 
@@ -483,7 +532,7 @@ describe("3. reads racing writes never lose a message", () => {
 
       for (const channelId of channelIds) {
         const final = await newest(users[1]!, channelId, 200);
-        const inChannel = messages.filter((m) => m.channelId === channelId).sort(byId).reverse();
+        const inChannel = messages.filter((m) => m.channelId === channelId).sort(byId).reverse().map(asHistory);
         expect(final).toEqual(inChannel);
         expect(final).toEqual(await stored(channelId, 200));
         expect(final).toHaveLength(200 / channelCount);
@@ -545,7 +594,7 @@ describe("3. a first read overlapping a publication is answered but not kept", (
       expect(first).toHaveLength(1);
       expect(first[0]!.id).toBeLessThan(ack.message.id);
       const next = await newest(reader, channelId, 200);
-      expect(next[0]).toEqual(ack.message);
+      expect(next[0]).toEqual(asHistory(ack.message as ChatMessage));
       expect(next).toEqual(await stored(channelId, 200));
     } finally {
       await commitGate.release();
@@ -570,14 +619,15 @@ describe("4. with Redis, another instance's writes show at once in this one's ne
     room = await createChannel(alice, [bob], "public", ra);
   });
 
+  /** Changes the channel through `server`; returns the entry as history must now show it (a send's ack without its seq). */
   type Op = (author: Registered, channelId: number, server: TestServer) => Promise<HistoryEntry>;
   const sendBySocket: Op = async (author, channelId, server) => {
     const ack = await sendWithAck(await connect(author, "websocket", server), { content: `over ${crypto.randomUUID()}`, channelId });
     expect(ack.ok).toBe(true);
-    return ack.message;
+    return asHistory(ack.message as ChatMessage);
   };
   const sendByRest: Op = async (author, channelId, server) =>
-    expectStatus(await apiFor(server)("POST", "/api/messages", author.token, { content: `over ${crypto.randomUUID()}`, channelId }), 201);
+    asHistory((await expectStatus(await apiFor(server)("POST", "/api/messages", author.token, { content: `over ${crypto.randomUUID()}`, channelId }), 201)) as ChatMessage);
   const editNewest: Op = async (author, channelId, server) => {
     const mine = await sendByRest(author, channelId, server);
     return expectStatus(await apiFor(server)("PATCH", `/api/messages/${mine.id}`, author.token, { content: `edited ${crypto.randomUUID()}` }), 200);
