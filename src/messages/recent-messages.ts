@@ -85,8 +85,8 @@ export function createRecentMessages({ depth = 200, maxChannels = 100 }: { depth
       bump(message.channelId);
       const cached = channels.get(message.channelId);
       if (!cached) return;
-      // A load can have read a message committed but not yet published (its publication waits
-      // behind an edit or delete of the channel): it is in front already.
+      // A load can have read a message committed but not yet delivered (the sequencer holds it
+      // for an earlier event of its channel): it is in front already.
       if ((cached.entries[0]?.id ?? 0) >= message.id) return;
       // Published in id order per channel, so the newest goes in front.
       cached.entries.unshift(message);
