@@ -131,7 +131,7 @@ describe("GET /asyncapi.json (the Socket.IO events)", () => {
         .sort();
     expect(named("client_")).toEqual(Object.keys(clientEvents).sort());
     expect(named("server_")).toEqual(Object.keys(serverEvents).sort());
-    expect(named("server_")).toEqual(["channel:read", "message", "message:deleted", "message:error", "message:updated", "presence", "typing", "typing:error"]);
+    expect(named("server_")).toEqual(["channel:read", "message", "message:deleted", "message:error", "message:updated", "presence", "resync", "typing", "typing:error"]);
     for (const message of Object.values(messages)) {
       expect(message.payload.type).toBe("object");
       expect(typeof message.summary).toBe("string");
@@ -140,6 +140,13 @@ describe("GET /asyncapi.json (the Socket.IO events)", () => {
     expect(messages.client_message.payload.properties.content).toMatchObject({ minLength: 1, maxLength: 4000 });
     expect(messages.client_message.payload.required).toEqual(["content"]);
     expect(messages.client_typing.payload.required).toEqual(["channelId"]);
+    // The channel log's events carry their seq (api.md §11); resync names the channel and its head.
+    for (const key of ["server_message", "server_message_updated", "server_message_deleted"]) {
+      expect(messages[key]!.payload.required).toContain("seq");
+      expect(messages[key]!.payload.properties.seq).toMatchObject({ type: "integer", exclusiveMinimum: 0 });
+    }
+    expect(messages.server_resync.payload.required).toEqual(["channelId", "head"]);
+    expect(Object.keys(messages.server_resync.payload.properties).sort()).toEqual(["channelId", "head"]);
     // Every operation points at a message that exists.
     for (const op of Object.values(asyncDoc.operations as Record<string, Json>)) {
       const ref: string = op.messages[0].$ref;

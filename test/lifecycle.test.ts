@@ -3,7 +3,8 @@ import type { SQL } from "bun";
 import { createTestDatabase } from "./helpers/db.ts";
 import { connectTo, productionEnv, registerAt, runToExit, startServerProcess } from "./helpers/process.ts";
 import { sendWithAck, transports, uniqueName, type ChatClient, type Transport } from "./helpers/server.ts";
-import type { ChatMessage } from "../src/messages/messages.schemas.ts";
+import type { ChatMessage, LiveMessage } from "../src/messages/messages.schemas.ts";
+import { asHistory } from "./helpers/recorder.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
@@ -74,7 +75,7 @@ describe("restart", () => {
     const sockets = [await connectTo(first.url, alice.token, "polling"), await connectTo(first.url, alice.token, "websocket")];
 
     // 25 messages per transport, the two transports interleaved.
-    const acked: ChatMessage[] = [];
+    const acked: LiveMessage[] = [];
     await Promise.all(
       sockets.map(async (socket, s) => {
         for (let i = 0; i < 25; i++) {
@@ -85,6 +86,8 @@ describe("restart", () => {
       }),
     );
     expect(acked).toHaveLength(50);
+    // A fresh database: general's first 50 events, each numbered once (api.md §11).
+    expect(acked.map((m) => m.seq).sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
 
     const stopped = await first.stop("SIGTERM");
     expect(stopped.code).toBe(0);
@@ -94,8 +97,9 @@ describe("restart", () => {
     const second = await startServerProcess(env);
     try {
       const history = await allMessages(second.url, alice.token);
-      // Same ids, same content, same author, same timestamps; each exactly once and nothing else.
-      expect(history).toEqual([...acked].sort((a, b) => a.id - b.id));
+      // Same ids, same content, same author, same timestamps; each exactly once and nothing else
+      // (as history shows them: without the acks' seq, api.md §11).
+      expect(history).toEqual([...acked].sort((a, b) => a.id - b.id).map(asHistory));
       expect(new Set(history.map((m) => m.id)).size).toBe(50);
 
       // The newest-first default page agrees.

@@ -1,8 +1,8 @@
 import { afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { decode, sign } from "hono/jwt";
-import type { ChatMessage } from "../src/messages/messages.schemas.ts";
+import type { ChatMessage, LiveMessage } from "../src/messages/messages.schemas.ts";
 import { expectError } from "./helpers/expect-error.ts";
-import { expectMessageShape, isMessage, record, type Recorded, type Recorder } from "./helpers/recorder.ts";
+import { asHistory, expectMessageShape, isMessage, record, type Recorded, type Recorder } from "./helpers/recorder.ts";
 import { sendWithAck, startTestServer, testJwtSecret, transports, type ChatClient, type Registered } from "./helpers/server.ts";
 import { now } from "./helpers/tokens.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
@@ -274,11 +274,13 @@ describe("POST /api/messages", () => {
     const clientId = crypto.randomUUID();
     const first = await postJson(alice.token, { content: "once", clientId });
     expect(first.status).toBe(201);
-    const firstMessage = (await first.json()) as ChatMessage;
+    const firstMessage = (await first.json()) as LiveMessage;
     const before = await countMessages();
     const again = await postJson(alice.token, { content: "twice?", clientId });
     expect(again.status).toBe(201);
-    expect(await again.json()).toEqual(firstMessage);
+    // The first message as history shows it: no event number (api.md §11); the first answer had one.
+    expect(Number.isInteger(firstMessage.seq) && firstMessage.seq > 0).toBe(true);
+    expect(await again.json()).toEqual(asHistory(firstMessage));
     expect(await countMessages()).toBe(before);
     const rows = await t.database.sql`SELECT id, content FROM messages WHERE user_id = ${alice.user.id} AND client_id = ${clientId}`;
     expect([...rows]).toEqual([{ id: firstMessage.id, content: "once" }]);
@@ -291,16 +293,17 @@ describe("POST /api/messages", () => {
     const clientId = crypto.randomUUID();
     const res = await postJson(alice.token, { content: "rest first", clientId });
     expect(res.status).toBe(201);
-    const message = (await res.json()) as ChatMessage;
+    const message = (await res.json()) as LiveMessage;
     const ack = await sendWithAck(socket!, { content: "socket second", clientId });
-    expect(ack).toEqual({ ok: true, message });
+    // A repeat answers with the first message as history shows it: without its seq (api.md §11).
+    expect(ack).toEqual({ ok: true, message: asHistory(message) });
     // And the other way round.
     const clientId2 = crypto.randomUUID();
     const ack2 = await sendWithAck(socket!, { content: "socket first", clientId: clientId2 });
     expect(ack2.ok).toBe(true);
     const res2 = await postJson(alice.token, { content: "rest second", clientId: clientId2 });
     expect(res2.status).toBe(201);
-    expect(await res2.json()).toEqual(ack2.message);
+    expect(await res2.json()).toEqual(asHistory(ack2.message));
   });
 
   test("the same clientId from two users makes two messages", async () => {

@@ -4,7 +4,7 @@ import { expectError } from "./helpers/expect-error.ts";
 import { startFakeLlm, type FakeAnswer } from "./helpers/fake-llm.ts";
 import { apiFor, expectStatus } from "./helpers/http.ts";
 import { until } from "./helpers/locks.ts";
-import { record } from "./helpers/recorder.ts";
+import { asHistory, record } from "./helpers/recorder.ts";
 import { sendWithAck, startTestServer, uniqueName, type ChatClient, type Json, type Registered, type TestServer } from "./helpers/server.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
@@ -467,10 +467,13 @@ describe("a resend with the same clientId (block mode)", () => {
       const text = `resent ${crypto.randomUUID()}`;
       const first = await sendWithAck(r.from, { content: `[allow] ${text}`, channelId: r.channelId, clientId });
       expect(first.ok).toBe(true);
+      // The first event of a new channel (api.md §11).
+      expect(first.message.seq).toBe(1);
       const calls = modelCalls(`[allow] ${text}`);
-      // The same clientId with text the model refuses: the first message comes back, nothing is asked.
+      // The same clientId with text the model refuses: the first message comes back (as history shows it:
+      // no seq, api.md §11), nothing is asked.
       const again = await sendWithAck(r.from, { content: `[refuse] ${text}`, channelId: r.channelId, clientId });
-      expect(again).toEqual({ ok: true, message: first.message });
+      expect(again).toEqual({ ok: true, message: asHistory(first.message) });
       expect([modelCalls(`[allow] ${text}`), modelCalls(`[refuse] ${text}`)]).toEqual([calls, 0]);
       expect(await storedWith(`[refuse] ${text}`)).toEqual([]);
     } finally {

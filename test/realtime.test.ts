@@ -2,7 +2,7 @@ import { afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from 
 import { decode, sign } from "hono/jwt";
 import { io as ioClient } from "socket.io-client";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
-import { expectMessageShape, isMessage, record, type Recorded, type Recorder } from "./helpers/recorder.ts";
+import { asHistory, expectMessageShape, isMessage, record, type Recorded, type Recorder } from "./helpers/recorder.ts";
 import { sendWithAck, startTestServer, testJwtSecret, transports, type ChatClient, type Registered, type Transport } from "./helpers/server.ts";
 import { b64url, now } from "./helpers/tokens.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
@@ -368,7 +368,9 @@ describe.each(transports)("message over %s", (transport) => {
       const first = await sendWithAck(sender, { content: "first", clientId });
       const second = await sendWithAck(sender, { content: "second attempt", clientId });
       expect(first.ok).toBe(true);
-      expect(second).toEqual(first);
+      expect(Number.isInteger(first.message.seq) && first.message.seq > 0).toBe(true);
+      // The resend gets the first message as history shows it: without its seq (api.md §11).
+      expect(second).toEqual({ ok: true, message: asHistory(first.message) });
       expect(await rowsWithClientId(alice.user.id, clientId)).toEqual([{ id: first.message.id }]);
       expect((await storedRow(first.message.id))?.content).toBe("first");
       // One broadcast, then nothing but the marker.
@@ -387,12 +389,17 @@ describe.each(transports)("message over %s", (transport) => {
       for (const ack of acks) expect(ack.ok).toBe(true);
       const ids = new Set(acks.map((a) => a.message.id));
       expect(ids.size).toBe(1);
-      for (const ack of acks) expect(ack.message).toEqual(acks[0].message);
-      expect(await rowsWithClientId(alice.user.id, clientId)).toEqual([{ id: acks[0].message.id }]);
+      // The one send that stored it gets it with its seq; the other nine, as history shows it (api.md §11).
+      const creators = acks.filter((a) => "seq" in a.message);
+      expect(creators).toHaveLength(1);
+      const stored = creators[0].message;
+      expect(Number.isInteger(stored.seq) && stored.seq > 0).toBe(true);
+      for (const ack of acks) expect(ack.message).toEqual(ack === creators[0] ? stored : asHistory(stored));
+      expect(await rowsWithClientId(alice.user.id, clientId)).toEqual([{ id: stored.id }]);
       const marker = await sendWithAck(sender, { content: "after the storm" });
       for (const r of recorders) {
         expect(await r.until(isMessage(marker.message.id))).toEqual([
-          ["message", acks[0].message],
+          ["message", stored],
           ["message", marker.message],
         ]);
       }
@@ -418,7 +425,7 @@ describe.each(transports)("message over %s", (transport) => {
       const ack = await sendWithAck(sender, { content: "long key", clientId });
       expect(ack.ok).toBe(true);
       expect((await storedRow(ack.message.id))?.client_id).toBe(clientId);
-      expect((await sendWithAck(sender, { content: "long key again", clientId })).message).toEqual(ack.message);
+      expect((await sendWithAck(sender, { content: "long key again", clientId })).message).toEqual(asHistory(ack.message));
     });
 
     test("without a clientId, identical messages are two messages", async () => {

@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { expectError } from "./helpers/expect-error.ts";
+import { asHistory } from "./helpers/recorder.ts";
 import { startTestServer, uniqueName, type Json, type Registered } from "./helpers/server.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
 import { apiFor, expectStatus } from "./helpers/http.ts";
@@ -168,11 +169,12 @@ describe("response", () => {
     const channelId = await room(alice);
     const [fox] = await postAll(alice, channelId, ["The quick brown fox", "a lazy dog sleeps"]);
     const hits = await search(alice, { q: "fox", channelId });
-    expect(hits).toEqual([{ message: fox!, highlight: expect.any(String) }]);
+    // As history shows it: POST's answer without its seq (api.md §11).
+    expect(hits).toEqual([{ message: asHistory(fox!), highlight: expect.any(String) }]);
     expectExcerpt(hits[0]!.highlight, fox!.content, ["fox"]);
     // Without channelId, over all of the caller's channels: the same single hit.
     const everywhere = await search(alice, { q: "quick brown fox" });
-    expect(everywhere).toEqual([{ message: fox!, highlight: expect.any(String) }]);
+    expect(everywhere).toEqual([{ message: asHistory(fox!), highlight: expect.any(String) }]);
     expectExcerpt(everywhere[0]!.highlight, fox!.content, ["quick", "brown", "fox"]);
   });
 
@@ -323,7 +325,7 @@ describe("highlight", () => {
     const content = `Tom & Jerry say "hello" when 1 < 2 & 3 > 0, it's fine`;
     const message = await postIn(alice, channelId, content);
     const hits = await search(alice, { q: "hello", channelId });
-    expect(hits).toEqual([{ message, highlight: expect.any(String) }]);
+    expect(hits).toEqual([{ message: asHistory(message), highlight: expect.any(String) }]);
     const { highlight } = hits[0]!;
     expectExcerpt(highlight, content, ["hello"]);
     for (const escaped of ["&quot;<mark>hello</mark>&quot;", " &lt; ", " &amp; ", " &gt; ", "it&#39;s"]) expect(highlight).toContain(escaped);
@@ -334,7 +336,7 @@ describe("highlight", () => {
     const message = await postIn(alice, channelId, `<script>alert(1)</script> hello & "bye"`);
     const [hit, ...rest] = await search(alice, { q: "hello", channelId });
     expect(rest).toEqual([]);
-    expect(hit!.message).toEqual(message);
+    expect(hit!.message).toEqual(asHistory(message));
     expect(hit!.highlight).not.toContain("<script");
     expect(hit!.highlight).toContain("<mark>hello</mark>");
     expect(hit!.highlight).toContain("&lt;script&gt;");
@@ -349,7 +351,7 @@ describe("highlight", () => {
     const plain = content.replace(/[\uE000\uE001]/g, "");
     const [hit, ...rest] = await search(alice, { q: "hello", channelId });
     expect(rest).toEqual([]);
-    expect(hit!.message).toEqual(message);
+    expect(hit!.message).toEqual(asHistory(message));
     expect(hit!.message.content).toBe(content);
     expectExcerpt(hit!.highlight, plain, ["hello"]);
     const [byWorld] = await search(alice, { q: "world", channelId });
@@ -654,7 +656,8 @@ describe("deleted and edited messages", () => {
     const channelId = await room(alice);
     const original = await postIn(alice, channelId, `draft ${before}`);
     const edited: ChatMessage = await expectStatus(await api("PATCH", `/api/messages/${original.id}`, alice.token, { content: `final ${after}` }), 200);
-    expect(edited).toEqual({ ...original, content: `final ${after}`, editedAt: expect.stringMatching(isoTime) });
+    // The edit's answer is the message as history has it: no seq (api.md §11).
+    expect(edited).toEqual({ ...asHistory(original), content: `final ${after}`, editedAt: expect.stringMatching(isoTime) });
     expect(await found(alice, { q: before })).toEqual([]);
     const hits = await search(alice, { q: after });
     expect(hits).toEqual([{ message: edited, highlight: expect.any(String) }]);
