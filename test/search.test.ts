@@ -165,7 +165,7 @@ beforeAll(async () => {
 // 1. The response
 
 describe("response", () => {
-  test("each hit is exactly { message, highlight }, with the message exactly as POST /api/messages returned it", async () => {
+  test("each hit is exactly { message, highlight }, with the message exactly as POST /api/messages returned it, less its event seq", async () => {
     const channelId = await room(alice);
     const [fox] = await postAll(alice, channelId, ["The quick brown fox", "a lazy dog sleeps"]);
     const hits = await search(alice, { q: "fox", channelId });
