@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { createBatcher } from "../src/messages/batcher.ts";
 import { keyedQueue } from "../src/lib/keyed-queue.ts";
+import { until } from "./helpers/wait.ts";
 
 // The pure parts of the write path, with no server and no database: group commit's scheduling
 // (src/messages/batcher.ts; the real statement is tested in test/group-commit.test.ts) and the
@@ -35,21 +36,13 @@ function harness({ maxRows = 4, windowMs = 5, maxInFlight = 2, runMs = 10 } = {}
   return { batcher, batches, overlaps, mostAtOnce: () => mostAtOnce, idle: () => running === 0 };
 }
 
-async function until(condition: () => boolean, ms = 2_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await Bun.sleep(2);
-  }
-}
-
 describe("group commit's batcher", () => {
   test("items added together form one batch once the window passes; a lone item waits at most the window", async () => {
     const { batcher, batches } = harness({ windowMs: 20, maxRows: 100 });
     const started = performance.now();
     for (let n = 0; n < 3; n++) batcher.add({ key: n, n });
     expect(batches).toEqual([]);
-    await until(() => batches.length === 1);
+    await until(() => batches.length === 1, "one batch", 2_000, 2);
     expect(performance.now() - started).toBeGreaterThanOrEqual(15);
     expect(batches[0]!.map((i) => i.n)).toEqual([0, 1, 2]);
   });
@@ -63,7 +56,7 @@ describe("group commit's batcher", () => {
   test("never two batches of one key at once, and a key's items run in the order they came", async () => {
     const { batcher, batches, overlaps, idle } = harness({ maxRows: 3, windowMs: 1, maxInFlight: 4 });
     for (let n = 0; n < 40; n++) batcher.add({ key: n % 3, n });
-    await until(() => batches.flat().length === 40 && idle());
+    await until(() => batches.flat().length === 40 && idle(), "all 40 items, batcher idle", 2_000, 2);
     expect(overlaps).toEqual([]);
     for (const key of [0, 1, 2]) {
       const order = batches.flat().filter((i) => i.key === key).map((i) => i.n);
@@ -76,7 +69,7 @@ describe("group commit's batcher", () => {
     for (let n = 0; n < 6; n++) batcher.add({ key: n < 3 ? 7 : n, n });
     // 7's first item and item 3 (a free key) start; 7's others wait for 7 to be free.
     expect(batches.map((b) => b[0]!.n)).toEqual([0, 3]);
-    await until(() => batches.length === 6 && idle());
+    await until(() => batches.length === 6 && idle(), "6 batches, batcher idle", 2_000, 2);
     expect(mostAtOnce()).toBe(2);
     expect(batches.flat().filter((i) => i.key === 7).map((i) => i.n)).toEqual([0, 1, 2]);
   });

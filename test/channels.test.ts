@@ -1,10 +1,12 @@
-import { afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { expectError } from "./helpers/expect-error.ts";
 import { asHistory, expectMessageShape, isMessage, record, type Recorded, type Recorder } from "./helpers/recorder.ts";
-import { sendWithAck, startTestServer, transports, uniqueName, type ChatClient, type Json, type Registered, type Transport } from "./helpers/server.ts";
+import { expectUntilMarker, markerContent } from "./helpers/markers.ts";
+import { socketTracker } from "./helpers/sockets.ts";
+import { sendWithAck, startTestServer, transports, uniqueName, type ChatClient, type Json, type Registered } from "./helpers/server.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
-import { Raw, apiFor, expectStatus } from "./helpers/http.ts";
+import { Raw, apiFor, expectStatus, messagePoster } from "./helpers/http.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -56,16 +58,7 @@ function holdHandshake(user: Registered) {
 // Helpers
 
 /** Sockets opened by one test, closed after it so no test leaks listeners into the next. */
-const opened: ChatClient[] = [];
-afterEach(() => {
-  for (const socket of opened.splice(0)) socket.disconnect();
-});
-
-async function connect(user: Registered, transport: Transport): Promise<ChatClient> {
-  const socket = await t.connect(user.token, transport);
-  opened.push(socket);
-  return socket;
-}
+const { connect } = socketTracker(t);
 
 /** Two tabs of one user: one socket per transport. */
 const tabs = (user: Registered) => Promise.all(transports.map((transport) => connect(user, transport)));
@@ -128,34 +121,14 @@ async function sendIn(socket: ChatClient, channelId: number | undefined, content
   return (ack as Extract<Ack, { ok: true }>).message;
 }
 
-/** POST /api/messages, the REST twin of the socket event. */
-async function postIn(user: Registered, channelId: number | undefined, content = `m ${crypto.randomUUID()}`): Promise<ChatMessage> {
-  const message: ChatMessage = await expectStatus(
-    await api("POST", "/api/messages", user.token, channelId === undefined ? { content } : { content, channelId }),
-    201,
-  );
-  expect(message).toMatchObject({ channelId: channelId ?? GENERAL, content, userId: user.user.id });
-  return message;
-}
+/** POST /api/messages, the REST twin of the socket event; `channelId` undefined leaves the field out. */
+const postIn = messagePoster(t);
 
 /** Everyone is in general and nobody can leave it: the marker technique's channel. */
 const markerBot = await t.register(uniqueName("marker"));
 
-/**
- * The marker technique: a valid marker is posted in general, which every user is in; each
- * recorder must have seen exactly `before` (default: nothing) and then the marker since it
- * started. One connection delivers in the order the server emitted, and the marker is sent
- * after everything under test was acknowledged, so anything delivered (or wrongly emitted)
- * earlier would show up before the marker.
- */
-async function expectOnlyMarker(recorders: Recorder[], before: Recorded[][] = []): Promise<ChatMessage> {
-  const marker = await postIn(markerBot, GENERAL, `marker ${crypto.randomUUID()}`);
-  for (const [i, recorder] of recorders.entries()) {
-    expect(await recorder.until(isMessage(marker.id))).toEqual([...(before[i] ?? []), ["message", marker]]);
-    recorder.stop();
-  }
-  return marker;
-}
+/** The marker technique (helpers/markers.ts), the marker posted in general by `markerBot`. */
+const expectOnlyMarker = (recorders: Recorder[], before?: Recorded[][]) => expectUntilMarker(() => postIn(markerBot, GENERAL, markerContent()), recorders, before);
 
 /** Everything a refused request could have changed. */
 async function snapshot() {

@@ -3,6 +3,7 @@ import { createTestDatabase } from "./helpers/db.ts";
 import { expectError } from "./helpers/expect-error.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
 import { hold, until, waitingForLocks } from "./helpers/locks.ts";
+import { timed } from "./helpers/wait.ts";
 import { serverCancelGraceMs } from "../src/lib/db.ts";
 import { connectTo, productionEnv, registerAt, startServerProcess } from "./helpers/process.ts";
 import { sendWithAck, transports, uniqueName, type ChatClient } from "./helpers/server.ts";
@@ -38,13 +39,6 @@ afterAll(async () => {
   for (const socket of sockets) socket.disconnect();
   await server.stop("SIGTERM");
 });
-
-/** Resolves with the result and how long it took. */
-async function timed<T>(work: () => Promise<T>): Promise<{ value: T; ms: number }> {
-  const started = performance.now();
-  const value = await work();
-  return { value, ms: performance.now() - started };
-}
 
 /** How many times each content is stored (0 for none). */
 async function storedCounts(contents: string[]): Promise<number[]> {

@@ -1,12 +1,14 @@
-import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { sign } from "hono/jwt";
 import type { ChatMessage, DeletedMessage, HistoryEntry } from "../src/messages/messages.schemas.ts";
 import { expectError } from "./helpers/expect-error.ts";
 import { asHistory, isMessage, record, type Recorded, type Recorder } from "./helpers/recorder.ts";
-import { sendWithAck, startTestServer, transports, uniqueName, type ChatClient, type Json, type Registered, type Transport } from "./helpers/server.ts";
+import { expectUntilMarker, markerContent } from "./helpers/markers.ts";
+import { socketTracker } from "./helpers/sockets.ts";
+import { sendWithAck, startTestServer, transports, uniqueName, type Json, type Registered } from "./helpers/server.ts";
 import { now } from "./helpers/tokens.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
-import { Raw, apiFor, expectStatus } from "./helpers/http.ts";
+import { Raw, apiFor, expectStatus, messagePoster } from "./helpers/http.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -34,16 +36,7 @@ const kinds: Kind[] = ["general", "public", "private", "direct"];
 // Helpers
 
 /** Sockets opened by one test, closed after it so no test leaks listeners into the next. */
-const opened: ChatClient[] = [];
-afterEach(() => {
-  for (const socket of opened.splice(0)) socket.disconnect();
-});
-
-async function connect(user: Registered, transport: Transport): Promise<ChatClient> {
-  const socket = await t.connect(user.token, transport);
-  opened.push(socket);
-  return socket;
-}
+const { connect } = socketTracker(t);
 
 /** Two tabs of one user: one socket per transport. */
 const tabs = (user: Registered) => Promise.all(transports.map((transport) => connect(user, transport)));
@@ -103,36 +96,17 @@ async function generalHistory(user: Registered, query = ""): Promise<HistoryEntr
 }
 
 /** POST /api/messages. */
-async function postIn(user: Registered, channelId: number, content = `m ${crypto.randomUUID()}`, clientId?: string): Promise<ChatMessage> {
-  const message: ChatMessage = await expectStatus(
-    await api("POST", "/api/messages", user.token, clientId === undefined ? { content, channelId } : { content, channelId, clientId }),
-    201,
-  );
-  expect(message).toMatchObject({ channelId, content, userId: user.user.id });
-  return message;
-}
+const postIn = messagePoster(t);
 
 const isEvent = (name: string, id: number) => ([event, payload]: Recorded) => event === name && (payload as { id: number }).id === id;
 
 /** Everyone is in general and nobody can leave it: the marker technique's channel. */
 async function postMarker(): Promise<ChatMessage> {
-  return postIn(markerBot, GENERAL, `marker ${crypto.randomUUID()}`);
+  return postIn(markerBot, GENERAL, markerContent());
 }
 
-/**
- * The marker technique: a valid marker is posted in general, which every user is in; each
- * recorder must have seen exactly `before[i]` (default: nothing) and then the marker since it
- * started. One connection delivers in the order the server emitted, and the marker is sent
- * after everything under test was answered, so anything emitted earlier shows up before it.
- */
-async function expectOnlyMarker(recorders: Recorder[], before: Recorded[][] = []): Promise<ChatMessage> {
-  const marker = await postMarker();
-  for (const [i, recorder] of recorders.entries()) {
-    expect(await recorder.until(isMessage(marker.id))).toEqual([...(before[i] ?? []), ["message", marker]]);
-    recorder.stop();
-  }
-  return marker;
-}
+/** The marker technique (helpers/markers.ts), the marker posted in general by `markerBot`. */
+const expectOnlyMarker = (recorders: Recorder[], before?: Recorded[][]) => expectUntilMarker(postMarker, recorders, before);
 
 type MessageRow = {
   id: number;

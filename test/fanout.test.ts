@@ -1,11 +1,13 @@
-import { afterEach, describe, expect, setDefaultTimeout, spyOn, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, spyOn, test } from "bun:test";
 import type { Server as BunServer } from "bun";
 import { Server as Engine } from "@socket.io/bun-engine";
 import { Server as SocketServer } from "socket.io";
 import { io as ioClient, type Socket as RawClient } from "socket.io-client";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { isMessage, record, type Recorded, type Recorder } from "./helpers/recorder.ts";
-import { sendWithAck, startTestServer, uniqueName, type ChatClient, type Registered, type TestServer, type Transport } from "./helpers/server.ts";
+import { expectUntilMarker as untilMarker, markerContent } from "./helpers/markers.ts";
+import { socketTracker } from "./helpers/sockets.ts";
+import { sendWithAck, startTestServer, uniqueName, type ChatClient, type Registered, type TestServer } from "./helpers/server.ts";
 import { apiFor, expectStatus } from "./helpers/http.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
 
@@ -57,16 +59,8 @@ const channelTopic = (channelId: number) => `/\x1fchannel:${channelId}`;
 /** What one publish of a `message` broadcast carries: Engine.IO "4" (message) + Socket.IO "2" (event). */
 const publishedMessage = (message: ChatMessage) => `42${JSON.stringify(["message", message])}`;
 
-const opened: RawClient[] = [];
-afterEach(() => {
-  for (const socket of opened.splice(0)) socket.disconnect();
-});
-
-async function connect(server: TestServer, user: Registered, transport: Transport): Promise<ChatClient> {
-  const socket = await server.connect(user.token, transport);
-  opened.push(socket);
-  return socket;
-}
+/** Sockets opened by one test (on `t` unless another server is given), closed after it. */
+const { connect, track } = socketTracker(t);
 
 /**
  * A client that starts on polling and upgrades only when `upgrade()` is called, so the test
@@ -74,8 +68,7 @@ async function connect(server: TestServer, user: Registered, transport: Transpor
  * (engine.io-client probes on its own only with `upgrade: true`; `_probe` is what it calls then.)
  */
 async function connectUpgradable(server: TestServer, user: Registered) {
-  const socket: ChatClient = ioClient(server.url, { auth: { token: user.token }, transports: ["polling", "websocket"], upgrade: false, reconnection: false, forceNew: true });
-  opened.push(socket);
+  const socket: ChatClient = track(ioClient(server.url, { auth: { token: user.token }, transports: ["polling", "websocket"], upgrade: false, reconnection: false, forceNew: true }));
   await new Promise<void>((resolve, reject) => {
     socket.once("connect", () => resolve());
     socket.once("connect_error", reject);
@@ -129,16 +122,11 @@ async function sendIn(socket: ChatClient, channelId: number, content = `m ${cryp
 }
 
 /**
- * The marker technique: `sender` posts a marker in `channelId`; each recorder must have seen
- * exactly `before[i]` and then the marker. One connection delivers in order, so anything
+ * The marker technique (helpers/markers.ts), the marker sent by `sender` in `channelId`: anything
  * broadcast earlier (a duplicate, a message that should not have come) shows up before it.
  */
 async function expectUntilMarker(sender: ChatClient, channelId: number, recorders: Recorder[], before: Recorded[][]): Promise<void> {
-  const marker = await sendIn(sender, channelId, `marker ${crypto.randomUUID()}`);
-  for (const [i, recorder] of recorders.entries()) {
-    expect(await recorder.until(isMessage(marker.id))).toEqual([...(before[i] ?? []), ["message", marker]]);
-    recorder.stop();
-  }
+  await untilMarker(() => sendIn(sender, channelId, markerContent()), recorders, before);
 }
 
 const publishesOf = (served: Served, message: ChatMessage) => served.published.filter((p) => p.data === publishedMessage(message));
@@ -151,10 +139,10 @@ describe("websocket members", () => {
     const channel = await createChannel(alice);
     await join(bob, channel.id);
     await join(carol, channel.id);
-    const sender = await connect(t, alice, "websocket");
+    const sender = await connect(alice, "websocket");
     // bob has two websocket tabs: both are members.
-    const members = [sender, await connect(t, bob, "websocket"), await connect(t, bob, "websocket"), await connect(t, carol, "websocket")];
-    const outsiderSocket = await connect(t, outsider, "websocket");
+    const members = [sender, await connect(bob, "websocket"), await connect(bob, "websocket"), await connect(carol, "websocket")];
+    const outsiderSocket = await connect(outsider, "websocket");
     const perSocket = members.map((s) => perSocketMessages(t, s));
     const outsiderPerSocket = perSocketMessages(t, outsiderSocket);
     const recorders = members.map((s) => record(s));
@@ -173,9 +161,9 @@ describe("websocket members", () => {
 
   test("a broadcast to the whole namespace (presence) is one publish to the namespace topic", async () => {
     const [watcher, newcomer] = [await t.register(), await t.register()];
-    const watcherSocket = await connect(t, watcher, "websocket");
+    const watcherSocket = await connect(watcher, "websocket");
     const presence = new Promise<unknown>((resolve) => watcherSocket.on("presence", (p) => (p as { userId: number }).userId === newcomer.user.id && resolve(p)));
-    await connect(t, newcomer, "websocket");
+    await connect(newcomer, "websocket");
     expect(await presence).toEqual({ userId: newcomer.user.id, status: "online" });
     expect(one.published.filter((p) => p.data === `42${JSON.stringify(["presence", { userId: newcomer.user.id, status: "online" }])}`).map((p) => p.topic)).toEqual(["/"]);
   });
@@ -187,9 +175,9 @@ describe("polling and upgrading clients", () => {
     const channel = await createChannel(alice);
     await join(bob, channel.id);
     await join(carol, channel.id);
-    const sender = await connect(t, alice, "polling");
-    const poller = await connect(t, bob, "polling");
-    const websocket = await connect(t, carol, "websocket");
+    const sender = await connect(alice, "polling");
+    const poller = await connect(bob, "polling");
+    const websocket = await connect(carol, "websocket");
     const [pollerWrites, websocketWrites] = [perSocketMessages(t, poller), perSocketMessages(t, websocket)];
     const recorders = [record(sender), record(poller), record(websocket)];
 
@@ -206,7 +194,7 @@ describe("polling and upgrading clients", () => {
     const [alice, bob] = [await t.register(), await t.register()];
     const before = await createChannel(alice);
     await join(bob, before.id);
-    const sender = await connect(t, alice, "websocket");
+    const sender = await connect(alice, "websocket");
     const upgradable = await connectUpgradable(t, bob);
     const writes = perSocketMessages(t, upgradable.socket);
     // Joined while still on polling: its rooms change before the websocket exists.
@@ -235,9 +223,9 @@ describe("broadcasts with exceptions", () => {
     const [alice, bob, carol] = await Promise.all([t.register(), t.register(), t.register()]);
     const channel = await createChannel(alice);
     await join(bob, channel.id);
-    const aliceTabs = [await connect(t, alice, "websocket"), await connect(t, alice, "websocket"), await connect(t, alice, "polling")];
-    const bobTabs = [await connect(t, bob, "websocket"), await connect(t, bob, "polling")];
-    const carolSocket = await connect(t, carol, "websocket");
+    const aliceTabs = [await connect(alice, "websocket"), await connect(alice, "websocket"), await connect(alice, "polling")];
+    const bobTabs = [await connect(bob, "websocket"), await connect(bob, "polling")];
+    const carolSocket = await connect(carol, "websocket");
     const recorders = [...aliceTabs, ...bobTabs].map((s) => record(s));
     const carolRecorder = record(carolSocket);
     const publishedBefore = one.published.length;
@@ -256,8 +244,8 @@ describe("membership", () => {
   test("joining subscribes the user's websocket tabs at once; leaving unsubscribes them, while the publish still reaches the remaining members", async () => {
     const [alice, dave] = [await t.register(), await t.register()];
     const channel = await createChannel(alice);
-    const sender = await connect(t, alice, "websocket");
-    const daveTabs = [await connect(t, dave, "websocket"), await connect(t, dave, "websocket")];
+    const sender = await connect(alice, "websocket");
+    const daveTabs = [await connect(dave, "websocket"), await connect(dave, "websocket")];
 
     let recorders = daveTabs.map((s) => record(s));
     await sendIn(sender, channel.id, "before dave joined");
@@ -284,10 +272,9 @@ describe("membership", () => {
     await join(erin, channel.id);
     // A namespace of this test only, so that the connection outlives erin's "/" socket.
     const aux = (t.app.io as unknown as SocketServer).of("/fanout-aux");
-    const sender = await connect(t, alice, "websocket");
-    const erinSocket = await connect(t, erin, "websocket");
-    const auxSocket = erinSocket.io.socket("/fanout-aux");
-    opened.push(auxSocket);
+    const sender = await connect(alice, "websocket");
+    const erinSocket = await connect(erin, "websocket");
+    const auxSocket = track(erinSocket.io.socket("/fanout-aux"));
     await new Promise<void>((resolve) => (auxSocket.connected ? resolve() : auxSocket.once("connect", () => resolve())));
     // Every Socket.IO packet erin's connection carries, as text (its engine is shared by both namespaces).
     const raw: string[] = [];
@@ -317,7 +304,7 @@ describe("left to socket.io's own path", () => {
     const [alice, bob] = [await t.register(), await t.register()];
     const channel = await createChannel(alice);
     await join(bob, channel.id);
-    const sockets = [await connect(t, alice, "websocket"), await connect(t, bob, "websocket"), await connect(t, bob, "polling")];
+    const sockets = [await connect(alice, "websocket"), await connect(bob, "websocket"), await connect(bob, "polling")];
     const received = sockets.map(() => [] as unknown[]);
     sockets.forEach((s, i) => (s as unknown as RawClient).on("probe", (value: unknown) => received[i]!.push(value)));
     const recorders = sockets.map((s) => record(s));
@@ -341,7 +328,7 @@ describe("left to socket.io's own path", () => {
 describe("order", () => {
   test.each(["websocket", "polling"] as const)("on %s, the sender gets its message's broadcast before its ack, as without native fan-out", async (transport) => {
     const alice = await t.register();
-    const sender = await connect(t, alice, transport);
+    const sender = await connect(alice, transport);
     const recorder = record(sender);
     for (let i = 0; i < 20; i++) {
       const ack = await sendWithAck(sender, { content: `ordered ${i}` });
@@ -355,10 +342,10 @@ describe("order", () => {
     const users = await Promise.all(Array.from({ length: 8 }, () => t.register()));
     const channel = await createChannel(users[0]!);
     for (const user of users.slice(1)) await join(user, channel.id);
-    const senders = await Promise.all(users.slice(0, 5).map((u, i) => connect(t, u, i % 2 ? "polling" : "websocket")));
+    const senders = await Promise.all(users.slice(0, 5).map((u, i) => connect(u, i % 2 ? "polling" : "websocket")));
     const upgradable = await connectUpgradable(t, users[7]!);
     await upgradable.upgrade();
-    const receivers = [...senders, await connect(t, users[5]!, "websocket"), await connect(t, users[6]!, "polling"), upgradable.socket];
+    const receivers = [...senders, await connect(users[5]!, "websocket"), await connect(users[6]!, "polling"), upgradable.socket];
     const got: number[][] = receivers.map(() => []);
     receivers.forEach((s, i) => s.on("message", (m: ChatMessage) => m.channelId === channel.id && got[i]!.push(m.id)));
 
@@ -387,8 +374,8 @@ describe("with Redis", () => {
     const channel = await createChannel(alice, a.t);
     await join(bob, channel.id, b.t);
     await join(carol, channel.id, b.t);
-    const sender = await connect(a.t, alice, "websocket");
-    const onB = [await connect(b.t, bob, "websocket"), await connect(b.t, bob, "websocket"), await connect(b.t, carol, "polling")];
+    const sender = await connect(alice, "websocket", a.t);
+    const onB = [await connect(bob, "websocket", b.t), await connect(bob, "websocket", b.t), await connect(carol, "polling", b.t)];
     const writes = onB.map((s) => perSocketMessages(b.t, s));
     const recorders = onB.map((s) => record(s));
 
@@ -416,8 +403,7 @@ describe("a Socket.IO server served without native fan-out", () => {
         (["websocket", "polling"] as const).map(
           (transport) =>
             new Promise<RawClient>((resolve, reject) => {
-              const socket = ioClient(`http://127.0.0.1:${bun.port}`, { transports: [transport], reconnection: false, forceNew: true });
-              opened.push(socket);
+              const socket = track(ioClient(`http://127.0.0.1:${bun.port}`, { transports: [transport], reconnection: false, forceNew: true }));
               socket.once("connect", () => resolve(socket));
               socket.once("connect_error", reject);
             }),

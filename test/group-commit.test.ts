@@ -1,11 +1,12 @@
 import { asHistory, collectMessages, settleMessages } from "./helpers/recorder.ts";
 import { batchFigures, batchesSince, hold, until, waitingForLocks, type BatchFigures } from "./helpers/locks.ts";
-import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { MAX_BATCHES_IN_FLIGHT } from "../src/messages/message-writer.ts";
 import type { ChatMessage, HistoryEntry } from "../src/messages/messages.schemas.ts";
 import { expectError } from "./helpers/expect-error.ts";
 import { apiFor, expectStatus } from "./helpers/http.ts";
-import { sendWithAck, startTestServer, uniqueName, type ChatClient, type Registered, type Transport } from "./helpers/server.ts";
+import { socketTracker } from "./helpers/sockets.ts";
+import { sendWithAck, startTestServer, uniqueName, type ChatClient, type Registered } from "./helpers/server.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
@@ -22,16 +23,8 @@ const t = await startTestServer();
 const { sql } = t.database;
 const api = apiFor(t);
 
-const opened: ChatClient[] = [];
-afterEach(() => {
-  for (const socket of opened.splice(0)) socket.disconnect();
-});
-
-async function connect(user: Registered, transport: Transport = "websocket"): Promise<ChatClient> {
-  const socket = await t.connect(user.token, transport);
-  opened.push(socket);
-  return socket;
-}
+/** Sockets opened by one test (websocket unless told), closed after it. */
+const { connect } = socketTracker(t);
 
 /** A channel made by `owner`, its only member (and anyone who joins it through the API later). */
 async function createChannel(owner: Registered): Promise<number> {

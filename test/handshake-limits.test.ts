@@ -6,6 +6,7 @@ import { expectError, saneRequestId } from "./helpers/expect-error.ts";
 import { mib, residentBytes, settledResidentBytes } from "./helpers/hostile.ts";
 import { productionEnv, startServerProcess } from "./helpers/process.ts";
 import { startTestServer, transports, type ChatClient, type Json, type TestServer, type Transport } from "./helpers/server.ts";
+import { settle } from "./helpers/wait.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -95,17 +96,6 @@ async function metric(server: TestServer, name: string): Promise<number> {
   const line = text.split("\n").find((l) => l.startsWith(`${name} `));
   if (line === undefined) throw new Error(`no ${name} in /metrics`);
   return Number(line.split(" ")[1]);
-}
-
-/** Polls `read` until it returns `want` or `ms` pass; returns the last value read. */
-async function settle<T>(read: () => Promise<T> | T, want: T, ms = 5_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let value = await read();
-  while (value !== want && Date.now() < deadline) {
-    await Bun.sleep(25);
-    value = await read();
-  }
-  return value;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -284,7 +274,7 @@ describe("SOCKET_MAX_PENDING_PER_IP and SOCKET_CONNECT_TIMEOUT_MS: sessions not 
 
     // After SOCKET_CONNECT_TIMEOUT_MS (3 s) the unauthenticated sessions are gone, the connected one stays.
     await ws.closed;
-    expect(await settle(() => metric(pendingCapped, "socketio_pending_handshakes"), pendingBefore)).toBe(pendingBefore);
+    expect(await settle(() => metric(pendingCapped, "socketio_pending_handshakes"), (n) => n === pendingBefore, 5_000, 25)).toBe(pendingBefore);
     for (const { sid } of held) {
       const poll = await fetch(`${polling(pendingCapped)}&sid=${sid}`);
       expect({ status: poll.status, body: await poll.json() }).toEqual({ status: 400, body: { code: 1, message: "Session ID unknown" } });
@@ -309,7 +299,7 @@ describe("SOCKET_MAX_PENDING_PER_IP and SOCKET_CONNECT_TIMEOUT_MS: sessions not 
     // Its CONNECT_ERROR waits for a poll that never comes, so a graceful close would never finish; the
     // pongs it keeps sending would hold it past the ping timeout too. Closed after 3 s all the same:
     const pong = async () => (await fetch(`${polling(pendingCapped)}&sid=${sid}`, { method: "POST", body: "3" })).status;
-    expect(await settle(pong, 400, 10_000)).toBe(400);
+    expect(await settle(pong, (status) => status === 400, 10_000, 25)).toBe(400);
     expect(await metric(pendingCapped, "socketio_pending_handshakes")).toBe(before);
   });
 
@@ -322,7 +312,7 @@ describe("SOCKET_MAX_PENDING_PER_IP and SOCKET_CONNECT_TIMEOUT_MS: sessions not 
       );
       expect(refusals).toEqual(["Unauthorized", "Unauthorized", "Unauthorized"]);
       // socket.io-client closes its session after a refused CONNECT (the connect timeout would, else).
-      expect(await settle(() => metric(pendingCapped, "socketio_pending_handshakes"), before)).toBe(before);
+      expect(await settle(() => metric(pendingCapped, "socketio_pending_handshakes"), (n) => n === before, 5_000, 25)).toBe(before);
     }
   });
 });
@@ -349,7 +339,7 @@ describe("SOCKET_MAX_PER_USER: sockets of one user", () => {
     const connected = () => limited.app.io.of("/").sockets.size;
     const count = connected();
     sockets[0]!.disconnect();
-    expect(await settle(connected, count - 1)).toBe(count - 1);
+    expect(await settle(connected, (n) => n === count - 1, 5_000, 25)).toBe(count - 1);
     const again = await connectFrom(limited, freshIp(), alice.token, "polling", clients);
     expect(again.connected).toBe(true);
     for (const s of [...sockets, other, again]) s.disconnect();

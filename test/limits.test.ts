@@ -1,10 +1,12 @@
-import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { clientIp } from "../src/lib/client-ip.ts";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { expectError } from "./helpers/expect-error.ts";
 import { expectRateLimited } from "./helpers/rate-limited.ts";
-import { isMessage, record, type Recorded } from "./helpers/recorder.ts";
-import { nextEvent, sendWithAck, startTestServer, transports, uniqueName, type ChatClient, type Json, type TestServer, type Transport } from "./helpers/server.ts";
+import { record, type Recorded } from "./helpers/recorder.ts";
+import { expectUntilMarker, markerContent } from "./helpers/markers.ts";
+import { socketTracker } from "./helpers/sockets.ts";
+import { nextEvent, sendWithAck, startTestServer, transports, uniqueName, type ChatClient, type Json, type TestServer } from "./helpers/server.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
@@ -235,15 +237,7 @@ describe("per-IP limit with TRUST_PROXY=0: X-Forwarded-For is ignored", () => {
 // ---------------------------------------------------------------------------------------------
 
 describe("messages per user (RATE_LIMIT_MESSAGES_BURST=5/2s, RATE_LIMIT_MESSAGES_SUSTAINED=8/6s)", () => {
-  const opened: ChatClient[] = [];
-  afterEach(() => {
-    for (const socket of opened.splice(0)) socket.disconnect();
-  });
-  async function connect(token: string, transport: Transport): Promise<ChatClient> {
-    const socket = await msgServer.connect(token, transport);
-    opened.push(socket);
-    return socket;
-  }
+  const { connect } = socketTracker(msgServer);
 
   async function storedContents(userId: number): Promise<string[]> {
     const rows = await msgServer.database.sql`SELECT content FROM messages WHERE user_id = ${userId} ORDER BY id`;
@@ -280,15 +274,11 @@ describe("messages per user (RATE_LIMIT_MESSAGES_BURST=5/2s, RATE_LIMIT_MESSAGES
       const noAckError = await errorEvent;
       expectRateLimitedError(noAckError, 2);
 
-      // Still connected, and another user sends at once (their budget is their own).
+      // Still connected, and another user sends at once (their budget is their own): the marker,
+      // before which each socket got everything the server emitted to it (the marker technique).
       expect(senderSocket.connected).toBe(true);
-      const marker = await sendOk(otherSocket, `marker ${crypto.randomUUID()}`);
-
-      // Marker technique: everything the server emitted to these sockets before the marker.
       const broadcasts: Recorded[] = accepted.map((m) => ["message", m]);
-      expect(await recorders[0]!.until(isMessage(marker.id))).toEqual([...broadcasts, ["message:error", noAckError], ["message", marker]]);
-      expect(await recorders[1]!.until(isMessage(marker.id))).toEqual([...broadcasts, ["message", marker]]);
-      for (const r of recorders) r.stop();
+      const marker = await expectUntilMarker(() => sendOk(otherSocket, markerContent()), recorders, [[...broadcasts, ["message:error", noAckError]], broadcasts]);
 
       expect(await storedContents(sender.user.id)).toEqual(accepted.map((m) => m.content));
       expect(await storedContents(other.user.id)).toEqual([marker.content]);

@@ -1,8 +1,10 @@
-import { afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { decode, sign } from "hono/jwt";
 import type { ChatMessage, LiveMessage } from "../src/messages/messages.schemas.ts";
 import { expectError } from "./helpers/expect-error.ts";
 import { asHistory, expectMessageShape, isMessage, record, type Recorded, type Recorder } from "./helpers/recorder.ts";
+import { expectUntilMarker, markerContent } from "./helpers/markers.ts";
+import { socketTracker } from "./helpers/sockets.ts";
 import { sendWithAck, startTestServer, testJwtSecret, transports, type ChatClient, type Registered } from "./helpers/server.ts";
 import { now } from "./helpers/tokens.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
@@ -18,16 +20,11 @@ const t = await startTestServer();
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-const opened: ChatClient[] = [];
-afterEach(() => {
-  for (const socket of opened.splice(0)) socket.disconnect();
-});
+const { connect } = socketTracker(t);
 
 /** One observer socket per transport, closed after the test. */
 async function observers(user: Registered): Promise<ChatClient[]> {
-  const sockets = await Promise.all(transports.map((transport) => t.connect(user.token, transport)));
-  opened.push(...sockets);
-  return sockets;
+  return Promise.all(transports.map((transport) => connect(user, transport)));
 }
 
 function post(token: string | undefined, body: RequestInit["body"], headers: Record<string, string> = { "content-type": "application/json" }) {
@@ -50,21 +47,17 @@ async function historyIds(token: string, query = ""): Promise<number[]> {
   return ((await res.json()) as ChatMessage[]).map((m) => m.id);
 }
 
-/**
- * The marker technique: a valid marker is posted; every recorder must have seen exactly
- * `before` (default: nothing) and then the marker since it started. One connection delivers
- * in order, so anything broadcast earlier would show up before the marker.
- */
-async function expectOnlyMarker(token: string, recorders: Recorder[], before: Recorded[][] = []): Promise<ChatMessage> {
-  const res = await postJson(token, { content: `marker ${crypto.randomUUID()}` });
-  expect(res.status).toBe(201);
-  const marker = (await res.json()) as ChatMessage;
-  for (const [i, recorder] of recorders.entries()) {
-    expect(await recorder.until(isMessage(marker.id))).toEqual([...(before[i] ?? []), ["message", marker]]);
-    recorder.stop();
-  }
-  return marker;
-}
+/** The marker technique (helpers/markers.ts), the marker posted (to general) with `token`. */
+const expectOnlyMarker = (token: string, recorders: Recorder[], before?: Recorded[][]) =>
+  expectUntilMarker(
+    async () => {
+      const res = await postJson(token, { content: markerContent() });
+      expect(res.status).toBe(201);
+      return (await res.json()) as ChatMessage;
+    },
+    recorders,
+    before,
+  );
 
 async function countMessages(): Promise<number> {
   const [row] = await t.database.sql`SELECT count(*)::int AS n FROM messages`;

@@ -2,9 +2,10 @@ import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { createTestDatabase } from "./helpers/db.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
 import { until } from "./helpers/locks.ts";
-import { connectTo, productionEnv, registerAt, startServerProcess, type ServerProcess } from "./helpers/process.ts";
+import { productionEnv, registerAt, startServerProcess, type ServerProcess } from "./helpers/process.ts";
 import { recordWithPresence, type Recorder } from "./helpers/recorder.ts";
-import { testRedisUrl, uniqueName, type ChatClient } from "./helpers/server.ts";
+import { socketTracker } from "./helpers/sockets.ts";
+import { testRedisUrl, uniqueName } from "./helpers/server.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -27,10 +28,11 @@ const env = productionEnv(database.url, {
   PRESENCE_INSTANCE_TTL_MS: String(ttlMs),
 });
 
+/** Sockets opened by one test, on the instance given (`connect(token, transport, server)`), closed after it. */
+const { connect } = socketTracker();
 const servers: ServerProcess[] = [];
-const sockets: ChatClient[] = [];
+// After the tracker's hook (hooks run in the order registered): the test's sockets closed first.
 afterEach(async () => {
-  for (const socket of sockets.splice(0)) socket.disconnect();
   await Promise.all(servers.splice(0).map((s) => (s.proc.exitCode === null && s.proc.signalCode === null ? s.stop("SIGKILL") : undefined)));
 });
 
@@ -38,12 +40,6 @@ async function startInstances(n: number): Promise<ServerProcess[]> {
   const started = await Promise.all(Array.from({ length: n }, () => startServerProcess(env)));
   servers.push(...started);
   return started;
-}
-
-async function connect(server: ServerProcess, token: string, transport: "websocket" | "polling" = "websocket") {
-  const socket = await connectTo(server.url, token, transport);
-  sockets.push(socket);
-  return socket;
 }
 
 const presenceOf = async (server: ServerProcess, token: string) =>
@@ -57,10 +53,10 @@ describe("an instance killed with its sockets open", () => {
   test("U only on A, V on A and B: SIGKILL A → B's watcher gets offline for U once within the bound, nothing for V; GET /api/presence agrees", async () => {
     const [a, b] = await startInstances(2);
     const [u, v, watcher] = await Promise.all(["u", "v", "watch"].map((name) => registerAt(a!.url, uniqueName(name))));
-    const rec = recordWithPresence(await connect(b!, watcher!.token));
-    await connect(a!, u!.token);
-    await connect(a!, v!.token, "polling");
-    await connect(b!, v!.token);
+    const rec = recordWithPresence(await connect(watcher!.token, "websocket", b!));
+    await connect(u!.token, "websocket", a!);
+    await connect(v!.token, "polling", a!);
+    await connect(v!.token, "websocket", b!);
     // Both came online (announced by A); from here on, only what the crash causes is recorded.
     await until(() => statusesOf(rec, u!.user.id).length + statusesOf(rec, v!.user.id).length === 2, "U and V online");
     expect(await presenceOf(b!, watcher!.token)).toEqual(expect.arrayContaining([u!.user.id, v!.user.id]));
@@ -88,10 +84,10 @@ describe("an instance killed with its sockets open", () => {
   test("three instances, A killed: each watcher on the two survivors gets U's offline exactly once", async () => {
     const [a, b, c] = await startInstances(3);
     const [u, w1, w2] = await Promise.all(["u", "w1", "w2"].map((name) => registerAt(a!.url, uniqueName(name))));
-    const recB = recordWithPresence(await connect(b!, w1!.token));
-    const recC = recordWithPresence(await connect(c!, w2!.token, "polling"));
-    await connect(a!, u!.token);
-    await connect(a!, u!.token, "polling");
+    const recB = recordWithPresence(await connect(w1!.token, "websocket", b!));
+    const recC = recordWithPresence(await connect(w2!.token, "polling", c!));
+    await connect(u!.token, "websocket", a!);
+    await connect(u!.token, "polling", a!);
     const isU = ([event, p]: [string, unknown]) => event === "presence" && (p as { userId: number }).userId === u!.user.id;
     // U's online reached both watchers (announced once, by A).
     await Promise.all([recB.until(isU), recC.until(isU)]);
@@ -113,8 +109,8 @@ describe("an instance taken for dead that was only stalled", () => {
   test("A stopped (SIGSTOP) past its TTL: U announced offline; A resumed: U announced online again and listed", async () => {
     const [a, b] = await startInstances(2);
     const [u, watcher] = await Promise.all(["u", "watch"].map((name) => registerAt(a!.url, uniqueName(name))));
-    const rec = recordWithPresence(await connect(b!, watcher!.token));
-    await connect(a!, u!.token);
+    const rec = recordWithPresence(await connect(watcher!.token, "websocket", b!));
+    await connect(u!.token, "websocket", a!);
     const isU = ([event, p]: [string, unknown]) => event === "presence" && (p as { userId: number }).userId === u!.user.id;
     await rec.until(isU);
     rec.events.length = 0;

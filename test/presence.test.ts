@@ -1,9 +1,10 @@
 import { afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { sign } from "hono/jwt";
 import { io as ioClient } from "socket.io-client";
-import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { expectError } from "./helpers/expect-error.ts";
-import { isMessage, record, recordWithPresence, type Recorded, type Recorder } from "./helpers/recorder.ts";
+import { record, recordWithPresence, type Recorded, type Recorder } from "./helpers/recorder.ts";
+import { expectUntilMarker as untilMarker, markerContent } from "./helpers/markers.ts";
+import { socketTracker } from "./helpers/sockets.ts";
 import { sendWithAck, startTestServer, testJwtSecret, uniqueName, type ChatClient, type Json, type Registered, type TestServer, type Transport } from "./helpers/server.ts";
 import { now } from "./helpers/tokens.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
@@ -44,10 +45,10 @@ const loose = (socket: ChatClient) => socket as unknown as LooseSocket;
 // Sockets
 
 /** Sockets opened by one test, closed after it; the servers are then left with none at all. */
-const opened: ChatClient[] = [];
+const { track } = socketTracker();
 afterEach(async () => {
-  for (const socket of opened.splice(0)) socket.disconnect();
-  // The next test's recordings start from a quiet server: no offline event of this test arrives late.
+  // After the tracker's hook has closed them (hooks run in the order registered): the next test's
+  // recordings start from a quiet server, no offline event of this test arrives late.
   await Promise.all([t, fast].map((server) => allClosed(server)));
 });
 
@@ -70,8 +71,7 @@ function open(token: string | undefined, transport: Transport, server: TestServe
     reconnection: false,
     forceNew: true,
   });
-  opened.push(socket);
-  return socket;
+  return track(socket);
 }
 
 function connected(socket: ChatClient): Promise<ChatClient> {
@@ -212,17 +212,13 @@ const markerBots = new Map<TestServer, Registered>([
   [fast, await fast.register(uniqueName("marker"))],
 ]);
 
-/**
- * The marker technique: posts a message in general and asserts that each recorder saw exactly
- * `before[i]` (default: nothing) and then the marker. Recorders stop afterwards.
- */
+/** The marker technique (helpers/markers.ts), the marker posted in general by `server`'s marker bot. */
 async function expectUntilMarker(recorders: Recorder[], before: Recorded[][] = [], server: TestServer = t): Promise<void> {
-  const content = `marker ${crypto.randomUUID()}`;
-  const marker: ChatMessage = await expectStatus(await api("POST", "/api/messages", markerBots.get(server)!.token, { content, channelId: GENERAL }, server), 201);
-  for (const [i, recorder] of recorders.entries()) {
-    expect(await recorder.until(isMessage(marker.id))).toEqual([...(before[i] ?? []), ["message", marker]]);
-    recorder.stop();
-  }
+  await untilMarker(
+    async () => expectStatus(await api("POST", "/api/messages", markerBots.get(server)!.token, { content: markerContent(), channelId: GENERAL }, server), 201),
+    recorders,
+    before,
+  );
 }
 
 const isPresence = (userId: number, status: "online" | "offline") => ([event, payload]: Recorded) =>

@@ -1,8 +1,10 @@
-import { afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { decode, sign } from "hono/jwt";
 import { io as ioClient } from "socket.io-client";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { asHistory, expectMessageShape, isMessage, record, type Recorded, type Recorder } from "./helpers/recorder.ts";
+import { expectUntilMarker, markerContent } from "./helpers/markers.ts";
+import { socketTracker } from "./helpers/sockets.ts";
 import { sendWithAck, startTestServer, testJwtSecret, transports, type ChatClient, type Registered, type Transport } from "./helpers/server.ts";
 import { b64url, now } from "./helpers/tokens.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
@@ -21,39 +23,24 @@ type Ack = { ok: true; message: ChatMessage } | { ok: false; error: { code: stri
 // Helpers
 
 /** Sockets opened by one test, closed after it so no test leaks listeners into the next. */
-const opened: ChatClient[] = [];
-afterEach(() => {
-  for (const socket of opened.splice(0)) socket.disconnect();
-});
-
-async function connect(token: string, transport: Transport): Promise<ChatClient> {
-  const socket = await t.connect(token, transport);
-  opened.push(socket);
-  return socket;
-}
+const { connect } = socketTracker(t);
 
 /** Emits `message` with any argument list plus an ack, and resolves with the ack's result. */
 function emitWithAck(socket: ChatClient, ...args: unknown[]): Promise<Ack> {
   return (socket.timeout(5_000) as unknown as { emitWithAck(event: string, ...a: unknown[]): Promise<Ack> }).emitWithAck("message", ...args);
 }
 
-/**
- * The marker technique: `sender` sends a valid message; each recorder must have seen
- * exactly `before` (default: nothing) and then the marker, since it started. Because one
- * connection delivers packets in order and the marker is sent after everything under test
- * was acknowledged, anything the server had broadcast (or wrongly emitted) would show up
- * before the marker.
- */
-async function expectOnlyMarker(sender: ChatClient, recorders: Recorder[], before: Recorded[][] = []): Promise<ChatMessage> {
-  const ack = await sendWithAck(sender, { content: `marker ${crypto.randomUUID()}` });
-  expect(ack.ok).toBe(true);
-  const marker = ack.message as ChatMessage;
-  for (const [i, recorder] of recorders.entries()) {
-    expect(await recorder.until(isMessage(marker.id))).toEqual([...(before[i] ?? []), ["message", marker]]);
-    recorder.stop();
-  }
-  return marker;
-}
+/** The marker technique (helpers/markers.ts), the marker sent (to general) by `sender`. */
+const expectOnlyMarker = (sender: ChatClient, recorders: Recorder[], before?: Recorded[][]) =>
+  expectUntilMarker(
+    async () => {
+      const ack = await sendWithAck(sender, { content: markerContent() });
+      expect(ack.ok).toBe(true);
+      return ack.message as ChatMessage;
+    },
+    recorders,
+    before,
+  );
 
 async function countMessages(): Promise<number> {
   const [row] = await t.database.sql`SELECT count(*)::int AS n FROM messages`;

@@ -1,5 +1,5 @@
 import { hold, lockLater, until, waitingForLocks } from "./helpers/locks.ts";
-import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { SQL } from "bun";
 import { poolOf } from "../src/lib/db.ts";
 import type { ChatMessage, HistoryEntry } from "../src/messages/messages.schemas.ts";
@@ -7,7 +7,8 @@ import { adminDatabaseUrl, TEST_TIMEOUT_MS } from "./helpers/env.ts";
 import { expectError } from "./helpers/expect-error.ts";
 import { apiFor, expectStatus } from "./helpers/http.ts";
 import { asHistory, record } from "./helpers/recorder.ts";
-import { sendWithAck, startTestServer, uniqueName, type ChatClient, type Registered, type TestServer, type Transport } from "./helpers/server.ts";
+import { socketTracker } from "./helpers/sockets.ts";
+import { sendWithAck, startTestServer, uniqueName, type Registered, type TestServer, type Transport } from "./helpers/server.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -43,19 +44,11 @@ const redisPrefix = `test:${crypto.randomUUID().slice(0, 8)}:`;
 const ra = await startTestServer({ redisPrefix });
 const rb = await startTestServer({ redisPrefix, database: ra.database });
 
-const opened: ChatClient[] = [];
-afterEach(() => {
-  for (const socket of opened.splice(0)) socket.disconnect();
-});
+/** Sockets opened by one test (on `t` unless another server is given), closed after it. */
+const { connect } = socketTracker(t);
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-async function connect(user: Registered, transport: Transport = "websocket", server: TestServer = t): Promise<ChatClient> {
-  const socket = await server.connect(user.token, transport);
-  opened.push(socket);
-  return socket;
-}
 
 /** A channel made by `owner` (its only member) that `members` then join (public) through the API. */
 async function createChannel(owner: Registered, members: Registered[] = [], kind: "public" | "private" = "public", server: TestServer = t): Promise<number> {

@@ -3,8 +3,10 @@ import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { createLogger } from "../src/lib/logger.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
 import { until } from "./helpers/locks.ts";
+import { socketTracker } from "./helpers/sockets.ts";
+import { timed } from "./helpers/wait.ts";
 import { isMessage, record } from "./helpers/recorder.ts";
-import { sendWithAck, startTestServer, testRedisUrl, uniqueName, type ChatClient, type Json, type Registered, type TestServer } from "./helpers/server.ts";
+import { sendWithAck, startTestServer, testRedisUrl, uniqueName, type ChatClient, type Json, type TestServer } from "./helpers/server.ts";
 import { hostAndPort, startTcpProxy, throughProxy } from "./helpers/tcp-proxy.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
@@ -41,24 +43,12 @@ const logsB = capturedLogger();
 const a = await startTestServer({ redisPrefix: prefix, redisUrl, env, logger: logsA.logger });
 const b = await startTestServer({ redisPrefix: prefix, redisUrl, env, database: a.database, logger: logsB.logger });
 
-const opened: ChatClient[] = [];
+// After each test: Redis back first, then the test's sockets closed (afterEach hooks run in the order registered).
 afterEach(() => {
   proxy.restore();
-  for (const socket of opened.splice(0)) socket.disconnect();
 });
-
-async function connect(server: TestServer, user: Registered, transport: "polling" | "websocket" = "websocket"): Promise<ChatClient> {
-  const socket = await server.connect(user.token, transport);
-  opened.push(socket);
-  return socket;
-}
-
-/** Resolves with the result and how long it took. */
-async function timed<T>(work: () => Promise<T>): Promise<{ value: T; ms: number }> {
-  const started = performance.now();
-  const value = await work();
-  return { value, ms: performance.now() - started };
-}
+/** Sockets opened by one test, on the server given (`connect(user, transport, server)`), closed after it. */
+const { connect } = socketTracker();
 
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
@@ -90,8 +80,8 @@ const logged = (logs: { lines: LogLine[] }, msg: string, from: number) => logs.l
 async function survivesOutage(fail: () => void) {
   await redisBackEverywhere();
   const [alice, carol, bob, dave] = [await a.register(uniqueName("alice")), await a.register(uniqueName("carol")), await b.register(uniqueName("bob")), await b.register(uniqueName("dave"))];
-  const onA = [await connect(a, alice), await connect(a, carol, "polling")] as const;
-  const onB = [await connect(b, bob), await connect(b, dave, "polling")] as const;
+  const onA = [await connect(alice, "websocket", a), await connect(carol, "polling", a)] as const;
+  const onB = [await connect(bob, "websocket", b), await connect(dave, "polling", b)] as const;
   const [carolSees, bobSees, daveSees] = [record(onA[1]), record(onB[0]), record(onB[1])];
   // Up: A's message reaches B and B's reaches A (B's stream reader has an offset to resume from).
   const before = await sendPromptly(onA[0], "before the outage");
@@ -126,7 +116,7 @@ async function survivesOutage(fail: () => void) {
   expect(history.ms).toBeLessThan(promptMs);
   // A new connection (presence is counted on connecting), and presence as this instance sees it: its own users.
   const erin = await a.register(uniqueName("erin"));
-  const connected = await timed(() => connect(a, erin));
+  const connected = await timed(() => connect(erin, "websocket", a));
   expect(connected.ms).toBeLessThan(promptMs);
   const presence = await timed(async () => (await (await fetch(`${a.url}/api/presence`, { headers: bearer(alice.token) })).json()) as number[]);
   expect(presence.ms).toBeLessThan(promptMs);
@@ -194,7 +184,7 @@ describe("a Redis outage under two instances", () => {
   test("a logout during the outage reaches the other instance once Redis is back: its socket there is cut, its token refused", async () => {
     await redisBackEverywhere();
     const mallory = await a.register(uniqueName("mallory"));
-    const socket = await connect(b, mallory);
+    const socket = await connect(mallory, "websocket", b);
     // B has her session cached as alive.
     expect((await fetch(`${b.url}/api/users/me`, { headers: bearer(mallory.token) })).status).toBe(200);
     const cut = new Promise<string>((resolve) => socket.once("disconnect", (reason) => resolve(reason)));
@@ -212,7 +202,7 @@ describe("a Redis outage under two instances", () => {
 
   test("rate limits still apply while Redis is away (in memory per instance): the burst of 5 per 10 s", async () => {
     const user = await a.register();
-    const socket = await connect(a, user);
+    const socket = await connect(user, "websocket", a);
     proxy.cut();
     const results: unknown[] = [];
     for (let i = 0; i < 6; i++) {

@@ -1,9 +1,10 @@
-import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { createTestDatabase } from "./helpers/db.ts";
 import { expectError } from "./helpers/expect-error.ts";
 import { productionEnv, projectRoot, startServerProcess } from "./helpers/process.ts";
 import { startTestServer, transports, uniqueName, type ChatClient, type Json, type Registered } from "./helpers/server.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+import { socketTracker } from "./helpers/sockets.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -98,15 +99,7 @@ async function expectPublicUser(res: Response, expected: PublicUser): Promise<Pu
 const sidOf = (token: string): string => JSON.parse(Buffer.from(token.split(".")[1] ?? "", "base64url").toString("utf8")).sid;
 
 /** Sockets opened by one test, closed after it. */
-const opened: ChatClient[] = [];
-afterEach(() => {
-  for (const socket of opened.splice(0)) socket.disconnect();
-});
-async function connect(token: string, transport: "polling" | "websocket"): Promise<ChatClient> {
-  const socket = await t.connect(token, transport);
-  opened.push(socket);
-  return socket;
-}
+const { connect } = socketTracker(t);
 
 /** Resolves with the disconnect reason and when it came; rejects after `ms`. */
 function disconnected(socket: ChatClient, ms = 5_000): Promise<{ reason: string; at: number }> {

@@ -1,11 +1,13 @@
-import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { record, recordWithPresence, isMessage } from "./helpers/recorder.ts";
 import { connectTo, productionEnv, registerAt, startServerProcess } from "./helpers/process.ts";
 import { createPresence } from "../src/presence/presence.service.ts";
 import { createRedis, redisConnected } from "../src/lib/redis.ts";
-import { sendWithAck, startTestServer, testRedisUrl, uniqueName, type ChatClient, type Json, type Registered, type TestServer } from "./helpers/server.ts";
+import { sendWithAck, startTestServer, testRedisUrl, uniqueName, type Json } from "./helpers/server.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+import { socketTracker } from "./helpers/sockets.ts";
+import { settle } from "./helpers/wait.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -18,33 +20,16 @@ const prefix = `test:${crypto.randomUUID().slice(0, 8)}:`;
 const a = await startTestServer({ redisPrefix: prefix, env: { RATE_LIMIT_MESSAGES_BURST: "4/5s" } });
 const b = await startTestServer({ redisPrefix: prefix, database: a.database, env: { RATE_LIMIT_MESSAGES_BURST: "4/5s" } });
 
-const opened: ChatClient[] = [];
-afterEach(() => {
-  for (const socket of opened.splice(0)) socket.disconnect();
-});
-
-async function connect(server: TestServer, user: Registered, transport: "polling" | "websocket" = "websocket"): Promise<ChatClient> {
-  const socket = await server.connect(user.token, transport);
-  opened.push(socket);
-  return socket;
-}
+/** Sockets opened by one test, on the instance given (`connect(user, transport, server)`), closed after it. */
+const { connect } = socketTracker();
 
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 const json = { "content-type": "application/json" };
 
-async function until<T>(probe: () => Promise<T>, ok: (value: T) => boolean, ms = 3_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (ok(value) || Date.now() > deadline) return value;
-    await Bun.sleep(20);
-  }
-}
-
 describe("broadcasts cross instances", () => {
   test("a message sent through A reaches clients of A and B exactly once, in id order; one through B likewise", async () => {
     const [alice, bob, carol] = [await a.register(uniqueName("alice")), await b.register(uniqueName("bob")), await a.register(uniqueName("carol"))];
-    const sockets = [await connect(a, alice), await connect(b, bob, "polling"), await connect(b, carol)];
+    const sockets = [await connect(alice, "websocket", a), await connect(bob, "polling", b), await connect(carol, "websocket", b)];
     const recorders = sockets.map((s) => record(s));
     const sent: ChatMessage[] = [];
     for (let i = 0; i < 5; i++) {
@@ -63,12 +48,12 @@ describe("broadcasts cross instances", () => {
   test("a join on A takes effect on the user's socket on B at once; a private channel's message never reaches B's non-members", async () => {
     const [owner, member, outsider] = [await a.register(), await b.register(), await a.register()];
     const created = await (await fetch(`${a.url}/api/channels`, { method: "POST", headers: { ...json, ...bearer(owner.token) }, body: JSON.stringify({ name: uniqueName("room"), kind: "private" }) })).json() as Json;
-    const memberSocket = await connect(b, member);
-    const outsiderSocket = await connect(b, outsider);
+    const memberSocket = await connect(member, "websocket", b);
+    const outsiderSocket = await connect(outsider, "websocket", b);
     const [memberRec, outsiderRec] = [record(memberSocket), record(outsiderSocket)];
     // Added through A; the member's socket lives on B.
     expect((await fetch(`${a.url}/api/channels/${created.id}/members`, { method: "POST", headers: { ...json, ...bearer(owner.token) }, body: JSON.stringify({ userId: member.user.id }) })).status).toBe(200);
-    const ownerSocket = await connect(a, owner);
+    const ownerSocket = await connect(owner, "websocket", a);
     const secret = await sendWithAck(ownerSocket, { content: "for members", channelId: created.id });
     expect(secret.ok).toBe(true);
     expect(await memberRec.until(isMessage((secret.message as ChatMessage).id))).toEqual([["message", secret.message]]);
@@ -84,7 +69,7 @@ describe("order across instances", () => {
     const c = await startTestServer({ redisPrefix: orderPrefix, database: a.database });
     const d = await startTestServer({ redisPrefix: orderPrefix, database: a.database });
     const users = await Promise.all(Array.from({ length: 14 }, (_, i) => (i % 2 ? d : c).register()));
-    const sockets = await Promise.all(users.map((u, i) => connect(i % 2 ? d : c, u, i % 4 < 2 ? "websocket" : "polling")));
+    const sockets = await Promise.all(users.map((u, i) => connect(u, i % 4 < 2 ? "websocket" : "polling", i % 2 ? d : c)));
     const receivers = sockets.slice(10);
     const got: number[][] = receivers.map(() => []);
     receivers.forEach((s, i) => s.on("message", (m: ChatMessage) => void got[i]!.push(m.id)));
@@ -110,14 +95,16 @@ describe("order across instances", () => {
 describe("presence is global", () => {
   test("tabs on A and B count as one user: online once, offline once, listed by both instances", async () => {
     const [watcher, subject] = [await a.register(), await b.register()];
-    const watcherSocket = await connect(a, watcher);
+    const watcherSocket = await connect(watcher, "websocket", a);
     const rec = recordWithPresence(watcherSocket);
-    const onA = await connect(a, subject);
-    const onB = await connect(b, subject, "polling");
+    const onA = await connect(subject, "websocket", a);
+    const onB = await connect(subject, "polling", b);
     for (const server of [a, b]) {
-      const ids = await until(
+      const ids = await settle(
         async () => (await (await fetch(`${server.url}/api/presence`, { headers: bearer(watcher.token) })).json()) as number[],
         (list) => list.includes(subject.user.id),
+        3_000,
+        20,
       );
       expect(ids).toContain(subject.user.id);
     }
@@ -140,13 +127,13 @@ describe("revocation reaches every instance", () => {
     await a.database.sql`UPDATE users SET role = 'admin' WHERE id = ${admin.user.id}`;
     const adminToken = (await (await fetch(`${a.url}/api/auth/login`, { method: "POST", headers: json, body: JSON.stringify({ username: admin.user.username, password: "correct horse battery" }) })).json() as Json).token;
     const target = await b.register();
-    const socket = await connect(b, target, "polling");
+    const socket = await connect(target, "polling", b);
     // B has the target's session cached as alive.
     expect((await fetch(`${b.url}/api/users/me`, { headers: bearer(target.token) })).status).toBe(200);
     const cut = new Promise<string>((resolve) => socket.once("disconnect", (reason) => resolve(reason)));
     expect((await fetch(`${a.url}/api/users/${target.user.id}/ban`, { method: "POST", headers: { ...json, ...bearer(adminToken) }, body: "{}" })).status).toBe(200);
     expect(await cut).toBe("io server disconnect");
-    const status = await until(async () => (await fetch(`${b.url}/api/users/me`, { headers: bearer(target.token) })).status, (s) => s === 403, 1_000);
+    const status = await settle(async () => (await fetch(`${b.url}/api/users/me`, { headers: bearer(target.token) })).status, (s) => s === 403, 1_000, 20);
     expect(status).toBe(403);
   });
 
@@ -154,7 +141,7 @@ describe("revocation reaches every instance", () => {
     const user = await a.register();
     expect((await fetch(`${a.url}/api/users/me`, { headers: bearer(user.token) })).status).toBe(200);
     expect((await fetch(`${b.url}/api/auth/logout-all`, { method: "POST", headers: bearer(user.token) })).status).toBe(204);
-    const status = await until(async () => (await fetch(`${a.url}/api/users/me`, { headers: bearer(user.token) })).status, (s) => s === 401, 1_000);
+    const status = await settle(async () => (await fetch(`${a.url}/api/users/me`, { headers: bearer(user.token) })).status, (s) => s === 401, 1_000, 20);
     expect(status).toBe(401);
   });
 });
@@ -162,7 +149,7 @@ describe("revocation reaches every instance", () => {
 describe("rate limits are shared", () => {
   test("the message burst (4 per 5 s here) counts sends through both instances together", async () => {
     const user = await a.register();
-    const [onA, onB] = [await connect(a, user), await connect(b, user)];
+    const [onA, onB] = [await connect(user, "websocket", a), await connect(user, "websocket", b)];
     const results: boolean[] = [];
     for (let i = 0; i < 6; i++) results.push((await sendWithAck(i % 2 ? onB : onA, { content: `budget ${i}` })).ok);
     expect(results).toEqual([true, true, true, true, false, false]);
@@ -225,7 +212,7 @@ describe("presence survives a crashed instance", () => {
       // The first instance "crashes": no more heartbeats, its sockets never close.
       crashed.close();
       const since = performance.now();
-      await until(async () => !(await alive.online()).includes(userId), (gone) => gone, 2_000);
+      await settle(async () => !(await alive.online()).includes(userId), (gone) => gone, 2_000, 20);
       expect(performance.now() - since).toBeLessThan(1_000);
       await Bun.sleep(250);
       expect(lapses).toEqual([[[userId], "offline"]]);

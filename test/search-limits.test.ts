@@ -5,6 +5,7 @@ import { expectRetryable } from "./helpers/rate-limited.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
 import { apiFor, expectStatus } from "./helpers/http.ts";
 import { startTestServer, type Json, type Registered, type TestServer } from "./helpers/server.ts";
+import { timed } from "./helpers/wait.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -28,12 +29,6 @@ const encode = (params: Record<string, string | number>) => new URLSearchParams(
 function searchFor(t: TestServer) {
   return (user: Registered, params: Record<string, string | number>) =>
     fetch(`${t.url}/api/messages/search?${encode(params)}`, { headers: { authorization: `Bearer ${user.token}` } });
-}
-
-async function timed<T>(work: () => Promise<T>): Promise<{ value: T; ms: number }> {
-  const started = performance.now();
-  const value = await work();
-  return { value, ms: performance.now() - started };
 }
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;

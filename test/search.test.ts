@@ -4,7 +4,7 @@ import { expectError } from "./helpers/expect-error.ts";
 import { asHistory } from "./helpers/recorder.ts";
 import { startTestServer, uniqueName, type Json, type Registered } from "./helpers/server.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
-import { apiFor, expectStatus } from "./helpers/http.ts";
+import { apiFor, expectStatus, messagePoster } from "./helpers/http.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -59,11 +59,7 @@ async function direct(user: Registered, other: Registered): Promise<number> {
 }
 
 /** POST /api/messages; returns the message as the server answered it. */
-async function postIn(user: Registered, channelId: number, content: string): Promise<ChatMessage> {
-  const message: ChatMessage = await expectStatus(await api("POST", "/api/messages", user.token, { content, channelId }), 201);
-  expect(message).toMatchObject({ channelId, content, userId: user.user.id });
-  return message;
-}
+const postIn = messagePoster(t);
 
 /** Posts each text in order (so ids increase in array order). */
 async function postAll(user: Registered, channelId: number, contents: string[]): Promise<ChatMessage[]> {

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { createSequencer, type Sequenced } from "../src/messages/sequencer.ts";
+import { until } from "./helpers/wait.ts";
 
 // The per-channel reorder buffer (src/messages/sequencer.ts) on its own: no server, no database.
 // `readGap` stands for the log: it answers from `committed`, as the database would.
@@ -97,7 +98,7 @@ describe("the sequencer delivers each channel's events in seq order, exactly onc
     sequencer.offer(ev(1, 2));
     await Bun.sleep(25);
     expect(delivered).toEqual([]);
-    await until(() => delivered.length === 2, 2_000);
+    await until(() => delivered.length === 2, "2 delivered", 2_000);
     expect(delivered).toEqual(["1:1", "1:2"]);
     expect(reads.length).toBeGreaterThanOrEqual(3);
   });
@@ -130,7 +131,7 @@ describe("the sequencer delivers each channel's events in seq order, exactly onc
     const { sequencer, delivered, skipped } = harness({ committed: [], gapWaitMs: 10 });
     await sequencer.ready();
     sequencer.offer(ev(1, 5));
-    await until(() => delivered.length === 1, 2_000);
+    await until(() => delivered.length === 1, "1 delivered", 2_000);
     expect(delivered).toEqual(["1:5"]);
     expect(skipped).toEqual([[1, 1, 4]]);
   });
@@ -141,7 +142,7 @@ describe("the sequencer delivers each channel's events in seq order, exactly onc
     await sequencer.ready();
     sequencer.offer(ev(2, 1));
     sequencer.catchUp(new Map([[2, 3]]));
-    await until(() => delivered.length === 3, 2_000);
+    await until(() => delivered.length === 3, "3 delivered", 2_000);
     expect(delivered).toEqual(["2:1", "2:2", "2:3"]);
   });
 
@@ -161,11 +162,3 @@ describe("the sequencer delivers each channel's events in seq order, exactly onc
     }
   });
 });
-
-async function until(condition: () => boolean, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await Bun.sleep(5);
-  }
-}

@@ -1,4 +1,4 @@
-import { afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { decode, sign, verify } from "hono/jwt";
 import { io as ioClient } from "socket.io-client";
@@ -22,6 +22,7 @@ import {
 } from "./helpers/server.ts";
 import { b64url, now } from "./helpers/tokens.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+import { socketTracker } from "./helpers/sockets.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -38,17 +39,8 @@ const password = "correct horse battery";
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-/** Sockets opened by one test, closed after it. */
-const opened: ChatClient[] = [];
-afterEach(() => {
-  for (const socket of opened.splice(0)) socket.disconnect();
-});
-
-async function connect(token: string, transport: Transport = "websocket"): Promise<ChatClient> {
-  const socket = await t.connect(token, transport);
-  opened.push(socket);
-  return socket;
-}
+/** Sockets opened by one test (websocket unless told), closed after it. */
+const { connect } = socketTracker(t);
 
 /** Resolves with the reason of `socket`'s next disconnect; set up before the act that should cause it. */
 const disconnected = (socket: ChatClient, ms = 5_000) => nextEvent<string>(socket, "disconnect", ms);

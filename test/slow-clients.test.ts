@@ -3,10 +3,11 @@ import { readFileSync } from "node:fs";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { createTestDatabase } from "./helpers/db.ts";
 import { scrapeMetrics, TEST_TIMEOUT_MS } from "./helpers/env.ts";
-import { connectTo, productionEnv, registerAt, startServerProcess, type ServerProcess } from "./helpers/process.ts";
+import { productionEnv, registerAt, startServerProcess, type ServerProcess } from "./helpers/process.ts";
 import { connectRawPolling, connectRawWebsocket, type RawWebsocket } from "./helpers/raw-socketio.ts";
 import { httpIdleTimeoutSeconds } from "../src/server.ts";
-import { uniqueName, type ChatClient } from "./helpers/server.ts";
+import { uniqueName } from "./helpers/server.ts";
+import { socketTracker } from "./helpers/sockets.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -41,10 +42,10 @@ afterAll(async () => {
   await heartbeat.stop();
 });
 
-const opened: ChatClient[] = [];
+/** Sockets opened by one test, closed after it (before its servers stop: hooks run in the order registered). */
+const { connect } = socketTracker();
 const started: ServerProcess[] = [];
 afterEach(async () => {
-  for (const socket of opened.splice(0)) socket.disconnect();
   await Promise.all(started.splice(0).map((server) => server.stop()));
 });
 
@@ -65,8 +66,7 @@ type Presence = { userId: number; status: "online" | "offline"; at: number };
 /** A live socket.io-client that records the messages and presence events it receives. */
 async function watcher(server: ServerProcess) {
   const { token, user } = await registerAt(server.url, uniqueName("watcher"));
-  const socket = await connectTo(server.url, token, "websocket");
-  opened.push(socket);
+  const socket = await connect(token, "websocket", server);
   const messages: ChatMessage[] = [];
   const presence: Presence[] = [];
   socket.on("message", (m) => messages.push(m));
@@ -275,8 +275,7 @@ describe("a client that stops reading", () => {
     const sender = await registerAt(capped.url, uniqueName("sender"));
     // A healthy polling client, which must get everything the stalled one misses.
     const reader = await registerAt(capped.url, uniqueName("reader"));
-    const healthy = await connectTo(capped.url, reader.token, "polling");
-    opened.push(healthy);
+    const healthy = await connect(reader.token, "polling", capped);
     const received: ChatMessage[] = [];
     healthy.on("message", (m) => received.push(m));
 

@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import fc from "fast-check";
 import { loadConfig } from "../src/config.ts";
 import { poolOf } from "../src/lib/db.ts";
@@ -7,6 +7,7 @@ import { createTestDatabase } from "./helpers/db.ts";
 import { scrapeMetrics, TEST_TIMEOUT_MS } from "./helpers/env.ts";
 import { apiFor, expectStatus } from "./helpers/http.ts";
 import { until } from "./helpers/locks.ts";
+import { socketTracker } from "./helpers/sockets.ts";
 import { record } from "./helpers/recorder.ts";
 import { nextEvent, sendWithAck, startTestServer, type ChatClient, type Registered, type TestServer } from "./helpers/server.ts";
 
@@ -49,15 +50,8 @@ const open = await startTestServer({ database, logger, env: { SOCKET_EVENT_RATE:
 /** Both at their defaults: a flooder is cut. */
 const guarded = await startTestServer({ database, logger, env: { SOCKET_EVENT_RATE: asSetting(RATE), SOCKET_EVENT_REFUSALS: asSetting(REFUSALS) } });
 
-const opened: ChatClient[] = [];
-afterEach(() => {
-  for (const socket of opened.splice(0)) socket.disconnect();
-});
-async function openSocket(server: TestServer, user: Registered): Promise<ChatClient> {
-  const socket = await server.connect(user.token);
-  opened.push(socket);
-  return socket;
-}
+/** Sockets opened by one test, on the server given (`connect(user, transport, server)`), closed after it. */
+const { connect } = socketTracker();
 
 type ErrorBody = { code: string; message: string; retryAfter?: number };
 type Answer = { ok: boolean; error?: ErrorBody };
@@ -147,7 +141,7 @@ describe("one socket flooding, the budget on and the cut off: the flood runs all
   test.each(floods)("%s: RATE_LIMITED past the budget, bounded database work, the bystander stays fast, REST answers", async (name, event, dbAllowance) => {
     const [flooder, bystander, reader] = [await open.register(), await open.register(), await open.register()];
     const channelId = await publicChannel(open, bystander);
-    const [floodSocket, bystanderSocket] = [await openSocket(open, flooder), await openSocket(open, bystander)];
+    const [floodSocket, bystanderSocket] = [await connect(flooder, "websocket", open), await connect(bystander, "websocket", open)];
     const api = apiFor(open);
     const read = () => api("GET", "/api/channels/1/messages?limit=50", reader.token);
     // Warm: the reader's session and the bystander's first send.
@@ -214,7 +208,7 @@ describe("one socket flooding, both at their defaults: the socket is cut", () =>
   test.each(floods)("%s: refused, then disconnected once SOCKET_EVENT_REFUSALS is spent; one warning; the user may connect again", async (name, event, dbAllowance) => {
     const [flooder, bystander] = [await guarded.register(), await guarded.register()];
     const channelId = await publicChannel(guarded, bystander);
-    const [floodSocket, bystanderSocket] = [await openSocket(guarded, flooder), await openSocket(guarded, bystander)];
+    const [floodSocket, bystanderSocket] = [await connect(flooder, "websocket", guarded), await connect(bystander, "websocket", guarded)];
     const got = answers(floodSocket);
     const logFrom = lines.length;
     const [dropsBefore, refusedBefore] = [await metric(guarded, "socketio_abusive_clients_dropped_total"), await metric(guarded, "socketio_events_refused_total")];
@@ -236,7 +230,7 @@ describe("one socket flooding, both at their defaults: the socket is cut", () =>
     expect(await metric(guarded, "socketio_abusive_clients_dropped_total")).toBe(dropsBefore + 1);
 
     // A cut is not a ban: the same user connects again and sends; the bystander never noticed.
-    const again = await openSocket(guarded, flooder);
+    const again = await connect(flooder, "websocket", guarded);
     expect(await sendWithAck(again, { content: "sorry" })).toMatchObject({ ok: true });
     expect(await sendWithAck(bystanderSocket, { content: "still here" })).toMatchObject({ ok: true });
   });
@@ -258,7 +252,7 @@ describe("typing to a channel the socket is not in", () => {
   test.each(cases)("%s: %s every time, from one lookup; once admitted, relayed", async (_name, code, channel, admit) => {
     const [owner, typist] = [await open.register(), await open.register()];
     const channelId = await channel(owner);
-    const [ownerSocket, typistSocket] = [await openSocket(open, owner), await openSocket(open, typist)];
+    const [ownerSocket, typistSocket] = [await connect(owner, "websocket", open), await connect(typist, "websocket", open)];
     const from = checkouts;
     const acks = await Promise.all(Array.from({ length: 40 }, () => typistSocket.timeout(5_000).emitWithAck("typing", { channelId })));
     expect(acks.map((a: Answer) => a.error?.code)).toEqual(Array(40).fill(code));
@@ -273,7 +267,7 @@ describe("typing to a channel the socket is not in", () => {
 
   test("an unknown channel: NOT_FOUND every time, from one lookup", async () => {
     const typist = await open.register();
-    const socket = await openSocket(open, typist);
+    const socket = await connect(typist, "websocket", open);
     const from = checkouts;
     const acks = await Promise.all(Array.from({ length: 40 }, () => socket.timeout(5_000).emitWithAck("typing", { channelId: 2_000_000_000 })));
     expect(acks.map((a: Answer) => a.error?.code)).toEqual(Array(40).fill("NOT_FOUND"));
@@ -285,7 +279,7 @@ describe("the session check behind every event", () => {
   test("after a role change empties the cache, a burst of 40 events costs one session lookup, not 40", async () => {
     const admin = await open.register(ADMIN);
     const user = await open.register();
-    const socket = await openSocket(open, user);
+    const socket = await connect(user, "websocket", open);
     await expectStatus(await apiFor(open)("PATCH", `/api/users/${user.user.id}`, admin.token, { role: "moderator" }), 200);
     const from = checkouts;
     // To general, whose room the socket is in: nothing else would ask the database.
@@ -306,7 +300,7 @@ describe("events the contract does not know", () => {
   ];
   test.each(names)("%s (%p): with an ack → NOT_FOUND; without → nothing; the socket stays usable", async (_name, event) => {
     const user = await open.register();
-    const socket = await openSocket(open, user);
+    const socket = await connect(user, "websocket", open);
     const rec = record(socket);
     expect(await (socket as unknown as { timeout(ms: number): { emitWithAck(e: unknown, ...a: unknown[]): Promise<Answer> } }).timeout(5_000).emitWithAck(event, { any: "thing" })).toEqual({
       ok: false,
@@ -337,7 +331,7 @@ describe("CONNECT sent again on one connection while its handshake runs", () => 
     expect(checkouts - from).toBeLessThanOrEqual(3);
     expect(sockets()).toBe(0);
     // Nothing against the user: a client that connects once is served.
-    const socket = await openSocket(open, user);
+    const socket = await connect(user, "websocket", open);
     expect(await sendWithAck(socket, { content: "once" })).toMatchObject({ ok: true });
   });
 });

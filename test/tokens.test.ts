@@ -1,10 +1,11 @@
-import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { decode } from "hono/jwt";
 import { createTokenSigner } from "../src/lib/tokens.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+import { socketTracker } from "./helpers/sockets.ts";
 import { expectError } from "./helpers/expect-error.ts";
 import { apiFor, expectStatus } from "./helpers/http.ts";
-import { startTestServer, testJwtSecret, uniqueName, type ChatClient, type Registered } from "./helpers/server.ts";
+import { startTestServer, testJwtSecret, uniqueName, type Registered } from "./helpers/server.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -19,16 +20,8 @@ const api = apiFor(t);
 // Registered under a name in ADMIN_USERNAMES: an admin, for the ban.
 const admin = await t.register(adminName);
 
-const opened: ChatClient[] = [];
-afterEach(() => {
-  for (const socket of opened.splice(0)) socket.disconnect();
-});
-
-async function connect(user: Registered): Promise<ChatClient> {
-  const socket = await t.connect(user.token, "websocket");
-  opened.push(socket);
-  return socket;
-}
+/** Sockets opened by one test (websocket), closed after it. */
+const { connect } = socketTracker(t);
 
 // ---------------------------------------------------------------------------------------
 // Verified tokens

@@ -2,16 +2,10 @@ import type { SQL } from "bun";
 import { scrapeMetrics } from "./env.ts";
 
 // For tests that hold the message writer at a chosen point: locks held from a connection of the
-// test's own, who waits on them, the writer's batch metric, and polling until something is so.
+// test's own, who waits on them, the writer's batch metric, and polling until something is so
+// (`until`, from wait.ts, re-exported for the files that take it from here).
 
-/** Resolves once `condition` holds, polling every 5 ms; throws after `ms`. */
-export async function until(condition: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!(await condition())) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(5);
-  }
-}
+export { until } from "./wait.ts";
 
 /** What the backends of `sql`'s database that wait for a lock are running. */
 export async function waitingForLocks(sql: SQL): Promise<string[]> {

@@ -1,7 +1,7 @@
 import { expect } from "bun:test";
 import type { ChatMessage } from "../../src/messages/messages.schemas.ts";
 import { apiFor, expectStatus } from "./http.ts";
-import { until } from "./locks.ts";
+import { until } from "./wait.ts";
 import type { ChatClient, Registered } from "./server.ts";
 
 /** One event a socket received: its name and first argument. */
