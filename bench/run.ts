@@ -5,7 +5,11 @@
  * Prints the results and writes bench/RESULTS.md.
  *
  *   --smoke            seconds of tiny load (what `bun test` runs, so the suite cannot rot)
- *   --only=a,b         some of ingest, fanout, read, capacity, search
+ *   --only=a,b         some of ingest, fanout, read, capacity, search, resume
+ *   --baseline         also the service at an earlier commit (bench/lib/baseline.ts: the merge-base
+ *                      of HEAD and main, or BENCH_BASELINE_REF) in ingest, fan-out and resume
+ *   --rounds=N         with --baseline: ingest and fan-out N times on the service and the baseline,
+ *                      in alternating order, each table showing the median round (default 1)
  *   --out=FILE         where the Markdown goes (default bench/RESULTS.md)
  *   --json=FILE        also the raw figures as JSON
  */
@@ -13,21 +17,26 @@ import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { createTemplate, postgresVersion } from "./lib/database.ts";
-import { toMarkdown, type Results } from "./lib/report.ts";
-import { capacity, fanout, fullSizes, ingest, read, search, smokeSizes, usersNeeded } from "./scenarios.ts";
+import { fanoutScore, ingestScore, toMarkdown, type Results } from "./lib/report.ts";
+import { capacity, fanout, fullSizes, ingest, read, resume, search, smokeSizes, usersNeeded } from "./scenarios.ts";
+import { prepareBaseline, type Baseline } from "./lib/baseline.ts";
 import { COMMON_WORD, createSearchTemplate, RARE_WORD } from "./lib/search-data.ts";
 import { projectRoot } from "./lib/targets.ts";
 
-const scenarios = ["ingest", "fanout", "read", "capacity", "search"] as const;
+const scenarios = ["ingest", "fanout", "read", "capacity", "search", "resume"] as const;
 const { values: args } = parseArgs({
   options: {
     smoke: { type: "boolean", default: false },
+    baseline: { type: "boolean", default: false },
+    rounds: { type: "string", default: "1" },
     only: { type: "string", default: scenarios.join(",") },
     out: { type: "string", default: path.join(projectRoot, "bench/RESULTS.md") },
     json: { type: "string" },
   },
 });
 const only = new Set(args.only.split(","));
+const rounds = Number(args.rounds);
+if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds: a whole number of at least 1, not ${args.rounds}`);
 const sizes = args.smoke ? smokeSizes : fullSizes;
 
 async function versionOf(command: string[]): Promise<string> {
@@ -52,11 +61,46 @@ const results: Results = {
   },
 };
 
+const unknown = [...only].filter((s) => !(scenarios as readonly string[]).includes(s));
+if (unknown.length > 0) throw new Error(`--only: unknown scenario ${unknown.join(", ")} (known: ${scenarios.join(", ")})`);
+
+let baseline: Baseline | undefined;
+if (args.baseline) {
+  baseline = await prepareBaseline(projectRoot);
+  results.baseline = { ref: baseline.ref, sha: baseline.sha, subject: baseline.subject };
+  console.error(`  · baseline: ${baseline.sha.slice(0, 12)} (${baseline.ref}) "${baseline.subject}"`);
+}
+
+/** The service, the baseline if asked for, and the reference, one after another, each on its own copy. */
+async function each<T>(run: (name: "service" | "baseline" | "reference") => Promise<T>): Promise<{ service: T; baseline?: T; reference: T }> {
+  const service = await run("service");
+  const before = baseline ? await run("baseline") : undefined;
+  const reference = await run("reference");
+  return before === undefined ? { service, reference } : { service, baseline: before, reference };
+}
+
+/**
+ * Before and after on a machine whose other load drifts: the service and the baseline `rounds`
+ * times, the order swapped every round (service first, then baseline first…), so neither is always
+ * the one measured in the quieter minute. Each side keeps its median round by `score`; every
+ * round's score is kept too. The reference runs once.
+ */
+async function paired<T>(run: (name: "service" | "baseline" | "reference") => Promise<T>, score: (x: T) => number) {
+  if (!baseline || rounds === 1) return each(run);
+  const runs: Record<"service" | "baseline", T[]> = { service: [], baseline: [] };
+  for (let round = 0; round < rounds; round++) {
+    for (const name of round % 2 === 0 ? (["service", "baseline"] as const) : (["baseline", "service"] as const)) runs[name].push(await run(name));
+  }
+  const median = (xs: T[]) => [...xs].sort((a, b) => score(a) - score(b))[Math.floor((xs.length - 1) / 2)]!;
+  const reference = await run("reference");
+  return { service: median(runs.service), baseline: median(runs.baseline), reference, rounds: { service: runs.service.map(score), baseline: runs.baseline.map(score) } };
+}
+
 const template = await createTemplate(usersNeeded(sizes));
 try {
   const { name, users } = template;
-  if (only.has("ingest")) results.ingest = { service: await ingest("service", name, users, sizes), reference: await ingest("reference", name, users, sizes) };
-  if (only.has("fanout")) results.fanout = { service: await fanout("service", name, users, sizes), reference: await fanout("reference", name, users, sizes) };
+  if (only.has("ingest")) results.ingest = await paired((target) => ingest(target, name, users, sizes), ingestScore);
+  if (only.has("fanout")) results.fanout = await paired((target) => fanout(target, name, users, sizes), fanoutScore);
   if (only.has("read")) {
     results.read = { service: await read("service", name, users, sizes), reference: await read("reference", name, users, sizes), hello: await read("hello", name, users, sizes) };
   }
@@ -70,8 +114,10 @@ try {
       await seeded.drop();
     }
   }
+  if (only.has("resume")) results.resume = await each((target) => resume(target, name, users, sizes));
 } finally {
   await template.drop();
+  await baseline?.remove();
 }
 
 const markdown = toMarkdown(results);

@@ -1,5 +1,6 @@
 import { cloneDatabase, GENERAL_CHANNEL_ID, type BenchUser } from "./lib/database.ts";
 import { cpuMeter, rssKiB } from "./lib/proc.ts";
+import type { PlanStep } from "./load/resume.ts";
 import { runGenerator, startTarget, type RunningTarget, type TargetName } from "./lib/targets.ts";
 import { progress } from "./lib/generator.ts";
 
@@ -17,6 +18,10 @@ export interface Sizes {
   searchers: number;
   searchAttackMs: number;
   searchSamples: number;
+  resumeClients: number;
+  /** Events committed while the resume storm's clients are away. */
+  resumeEvents: number;
+  resumeTimeoutMs: number;
 }
 
 export const fullSizes: Sizes = {
@@ -32,6 +37,9 @@ export const fullSizes: Sizes = {
   searchers: 12,
   searchAttackMs: 10_000,
   searchSamples: 30,
+  resumeClients: 1_000,
+  resumeEvents: 100,
+  resumeTimeoutMs: 60_000,
 };
 
 export const smokeSizes: Sizes = {
@@ -47,10 +55,13 @@ export const smokeSizes: Sizes = {
   searchers: 4,
   searchAttackMs: 800,
   searchSamples: 3,
+  resumeClients: 20,
+  resumeEvents: 100,
+  resumeTimeoutMs: 15_000,
 };
 
-/** Users the template needs for these sizes: every fan-out receiver plus its sender, at least one per ingest sender, the searchers and their bystander. */
-export const usersNeeded = (sizes: Sizes) => Math.max(sizes.fanoutClients + 1, sizes.ingestSenders, sizes.searchers + 1, 10);
+/** Users the template needs for these sizes: every fan-out or resume receiver plus its sender, at least one per ingest sender, the searchers and their bystander. */
+export const usersNeeded = (sizes: Sizes) => Math.max(sizes.fanoutClients + 1, sizes.resumeClients + 1, sizes.ingestSenders, sizes.searchers + 1, 10);
 
 type Cpu = ReturnType<ReturnType<typeof cpuMeter>>;
 export type Measured<T> = T & { cpu: Cpu };
@@ -221,5 +232,89 @@ export async function search(name: TargetName, searchTemplate: string, users: Be
     });
     progress(`${name} search: common p50 ${result.common.latencyMs.p50} ms, bystander p99 ${result.bystander.duringAttack.latencyMs.p99} ms under ${sizes.searchers} searchers`);
     return result;
+  });
+}
+
+export interface ResumeResult {
+  /** "resume": `auth.since` and the server's replay (the service); "history": reconnect, then `GET /api/messages?after=` (no event log). */
+  mode: "resume" | "history";
+  clients: number;
+  events: number;
+  plan: { messages: number; edits: number; deletes: number };
+  /** Committing the events one after another while the clients were away. */
+  commitMs: number;
+  /** The channel's head after the writes, and what it should be (resume mode only). */
+  head?: number;
+  expectedHead?: number;
+  caughtUp: number;
+  /** From the first reconnect to the last client having every missed event; null if some never did. */
+  allCaughtUpMs: number | null;
+  /** Each client's, from its own reconnect. */
+  perClientMs: Latency;
+  /** Each client's handshake alone (to the server's "connected"), whatever came after. */
+  connectMs: Latency;
+  missed: number;
+  duplicates: number;
+  outOfOrder: number;
+  wrongEvent: number;
+  unexpected: number;
+  resyncs: number;
+  failedConnects: number;
+  /** Why reconnects failed, and how often. */
+  failures: Record<string, number>;
+  /** The message sent after everyone caught up: every client live in the room again, once. */
+  liveAfter: { missed: number; duplicates: number };
+  /** The server's resident memory before the storm and its highest sample during it. */
+  rssKiB: { before: number; peak: number };
+}
+
+/**
+ * The events committed while the clients are away: messages, and for a server with the event log
+ * an edit in every ten and a deletion in every ten (of messages of the same batch), so the replay
+ * carries all three kinds. A server without the log is caught up from history: messages only.
+ */
+export function resumePlan(events: number, withChanges: boolean): PlanStep[] {
+  return Array.from({ length: events }, (_, i) => (withChanges && i % 10 === 4 ? "edit" : withChanges && i % 10 === 9 ? "delete" : "message"));
+}
+
+/**
+ * Resume storm: the clients go away, events are committed, they all come back at once. CPU and peak
+ * memory of the server over the storm alone (between the generator's two READY lines).
+ */
+export async function resume(name: TargetName, template: string, users: BenchUser[], sizes: Sizes) {
+  const mode = name === "service" ? "resume" : "history";
+  return against(name, template, "resume", async (target) => {
+    let meter: ReturnType<typeof cpuMeter> | undefined;
+    let cpu: Cpu | undefined;
+    let sampler: ReturnType<typeof setInterval> | undefined;
+    const rss = { before: 0, peak: 0 };
+    const { result } = await runGenerator<Omit<ResumeResult, "rssKiB">>(
+      "resume",
+      {
+        url: target.url,
+        mode,
+        receiverTokens: users.slice(0, sizes.resumeClients).map((u) => u.token),
+        senderToken: users[sizes.resumeClients]!.token,
+        channelId: GENERAL_CHANNEL_ID,
+        plan: resumePlan(sizes.resumeEvents, mode === "resume"),
+        awayMs: sizes.resumeClients >= 1_000 ? 1_000 : 200,
+        reconnectConcurrency: sizes.resumeClients,
+        timeoutMs: sizes.resumeTimeoutMs,
+      },
+      async (ready) => {
+        const { phase, generatorCpuMs } = ready as { phase: "away" | "caught-up"; generatorCpuMs?: number };
+        if (phase === "away") {
+          rss.before = rss.peak = rssKiB(target.pid);
+          sampler = setInterval(() => (rss.peak = Math.max(rss.peak, rssKiB(target.pid))), 10);
+          meter = cpuMeter(target.pid);
+        } else {
+          clearInterval(sampler);
+          rss.peak = Math.max(rss.peak, rssKiB(target.pid));
+          cpu = meter!(generatorCpuMs ?? 0);
+        }
+      },
+    );
+    progress(`${name} resume (${mode}): ${result.caughtUp} of ${result.clients} caught up in ${result.allCaughtUpMs ?? "–"} ms, missed ${result.missed}, duplicates ${result.duplicates}, out of order ${result.outOfOrder}`);
+    return { ...result, rssKiB: rss, cpu: cpu! } as Measured<ResumeResult>;
   });
 }

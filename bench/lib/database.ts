@@ -23,7 +23,8 @@ export const jwtSecret = `bench-${crypto.randomUUID()}`;
 
 /**
  * One migrated template with `users` accounts (each with a live session and its own channel,
- * all in general) and 1,000 messages in general for the read path. Each scenario and server
+ * all in general) and 1,000 messages in general for the read path, each with its event in the
+ * channel's log. Each scenario and server
  * gets a fresh copy, so none sees another's rows.
  */
 export async function createTemplate(users: number): Promise<{ name: string; users: BenchUser[]; drop(): Promise<void> }> {
@@ -48,6 +49,14 @@ export async function createTemplate(users: number): Promise<{ name: string; use
   await sql`INSERT INTO channel_members (channel_id, user_id) SELECT id, created_by FROM channels WHERE name LIKE 'own-%'`;
   await sql`INSERT INTO messages (channel_id, user_id, content)
             SELECT ${GENERAL_CHANNEL_ID}::int, 1 + (i % ${users}::int), 'seed message ' || i FROM generate_series(1, 1000) i`;
+  // Rows inserted here bypass the service's write path, which logs every message in the channel's
+  // event log (docs/api.md §11): log them as the migration logs messages stored before the log,
+  // after whatever the source already logged, so the heads match the history a client sees.
+  await sql`INSERT INTO channel_events (channel_id, seq, type, message_id, created_at)
+            SELECT m.channel_id, c.seq + row_number() OVER (PARTITION BY m.channel_id ORDER BY m.id), 0, m.id, m.created_at
+              FROM messages m JOIN channels c ON c.id = m.channel_id
+             WHERE NOT EXISTS (SELECT 1 FROM channel_events e WHERE e.channel_id = m.channel_id AND e.message_id = m.id AND e.type = 0)`;
+  await sql`UPDATE channels c SET seq = e.head FROM (SELECT channel_id, max(seq) AS head FROM channel_events GROUP BY channel_id) e WHERE e.channel_id = c.id`;
   const rows: { id: number; username: string; session_id: string; channel_id: number }[] = await sql`
     SELECT u.id, u.username, s.id::text AS session_id, c.id AS channel_id
       FROM users u JOIN sessions s ON s.user_id = u.id JOIN channels c ON c.created_by = u.id AND c.name LIKE 'own-%'

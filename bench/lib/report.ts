@@ -1,26 +1,83 @@
-import type { CapacityResult, FanoutStep, IngestResult, Measured, ReadResult, SearchResult } from "../scenarios.ts";
+import type { CapacityResult, FanoutStep, IngestResult, Measured, ReadResult, ResumeResult, SearchResult } from "../scenarios.ts";
+
+/**
+ * The service and the reference; the baseline (the service at an earlier commit) when run with
+ * --baseline; with --rounds, each round's score (ingestScore, fanoutScore) of the service and the
+ * baseline, the rows being each one's median round.
+ */
+type Servers<T> = { service: T; reference: T; baseline?: T; rounds?: { service: number[]; baseline: number[] } };
+type IngestRun = { max: Measured<IngestResult>; paced: Measured<IngestResult> & { rate: number } };
+type FanoutRun = Measured<{ clients: number; steps: FanoutStep[] }>;
 
 export interface Results {
   mode: "full" | "smoke";
   date: string;
   machine: Record<string, string>;
-  ingest?: Record<"service" | "reference", { max: Measured<IngestResult>; paced: Measured<IngestResult> & { rate: number } }>;
-  fanout?: Record<"service" | "reference", Measured<{ clients: number; steps: FanoutStep[] }>>;
+  /** What "baseline" was, when it ran. */
+  baseline?: { ref: string; sha: string; subject: string };
+  ingest?: Servers<IngestRun>;
+  fanout?: Servers<FanoutRun>;
+  resume?: Servers<Measured<ResumeResult>>;
   read?: { service: Record<string, Measured<ReadResult>>; reference: Record<string, Measured<ReadResult>>; hello: Record<string, Measured<ReadResult>> };
   capacity?: Record<"service" | "reference", Measured<CapacityResult>>;
   search?: { messages: number } & Record<"service" | "reference", Measured<SearchResult>>;
 }
 
 const ratio = (a: number, b: number) => (b > 0 ? Math.round((a / b) * 100) / 100 : 0);
+const percent = (a: number, b: number) => (b > 0 ? `${Math.round((a / b) * 1000) / 10}%` : "–");
 const n = (value: number) => value.toLocaleString("en-US");
 const table = (head: string[], rows: (string | number)[][]) =>
   [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
 const cpu = (m: { cpu: { serverCpuPercent: number; generatorCpuPercent: number; databaseCpuPercent: number } }) =>
   `${m.cpu.serverCpuPercent}% / ${m.cpu.generatorCpuPercent}% / ${m.cpu.databaseCpuPercent}%`;
 
+/** What a before/after round is ranked by: ingest's closed-loop msgs/s. */
+export const ingestScore = (x: IngestRun) => x.max.messagesPerSecond;
+/** Fan-out's: the most deliveries/s at a step that lost nothing with p99 under 100 ms (on a busy machine, 50 ms may be met by no step). */
+export const fanoutScore = (x: FanoutRun) => bestFanout(x.steps, 100)?.deliveriesPerSecond ?? 0;
+
 /** The best deliveries/s at a step that lost nothing and kept p99 under `p99Ms`; 0 if none did. */
 export function bestFanout(steps: FanoutStep[], p99Ms: number): FanoutStep | undefined {
   return steps.filter((s) => s.missed === 0 && s.duplicates === 0 && s.latencyMs.p99 < p99Ms).sort((a, b) => b.deliveriesPerSecond - a.deliveriesPerSecond)[0];
+}
+
+/** The servers a scenario ran, in table order. */
+const present = <T>(runs: Servers<T>) => (["service", "baseline", "reference"] as const).filter((name) => runs[name] !== undefined);
+
+/** Figures compared before and after: label, value, and whether more is better. */
+type Figure<T> = [label: string, value: (run: T) => number | undefined, higherIsBetter: boolean];
+const ingestFigures: Figure<IngestRun>[] = [
+  ["Acked msgs/s, closed loop", (x) => x.max.messagesPerSecond, true],
+  ["Ack p99 ms, closed loop", (x) => x.max.ackMs.p99, false],
+  ["Ack p99 ms, paced at half the max", (x) => x.paced.ackMs.p99, false],
+  ["Server CPU, closed loop (% of a core)", (x) => x.max.cpu.serverCpuPercent, false],
+];
+const held = (x: FanoutRun) => x.steps.filter((s) => s.missed === 0 && s.latencyMs.p99 < 100);
+/** The latency at each rate both runs held (p99 < 100 ms, nothing lost): the same load on both. */
+const fanoutFigures = (a: FanoutRun, b: FanoutRun): Figure<FanoutRun>[] => [
+  ["Best deliveries/s with p99 < 50 ms", (x) => bestFanout(x.steps, 50)?.deliveriesPerSecond ?? 0, true],
+  ["Best deliveries/s with p99 < 100 ms", fanoutScore, true],
+  ["Highest inbound msgs/s held, p99 < 100 ms", (x) => held(x).at(-1)?.sentPerSecond ?? 0, true],
+  ...held(a)
+    .map((s) => s.targetRate)
+    .filter((rate) => held(b).some((s) => s.targetRate === rate))
+    .map((rate): Figure<FanoutRun> => [`p99 ms at ${n(rate)} msgs/s`, (x) => x.steps.find((s) => s.targetRate === rate)?.latencyMs.p99, false]),
+];
+
+/** Service next to baseline, with the ratio (a time or CPU figure: lower is better, so read the ratio that way). */
+function beforeAfter<T>(service: T, baseline: T, figures: Figure<T>[], rounds?: { service: number[]; baseline: number[] }, unit = ""): string {
+  const each = rounds
+    ? `\n\n${rounds.service.length} rounds, in alternating order; the rows above are each one's median round. ` +
+      `Service: ${rounds.service.map(n).join(", ")}${unit}; baseline: ${rounds.baseline.map(n).join(", ")}${unit}; ` +
+      `round by round: ${rounds.service.map((x, i) => percent(x, rounds.baseline[i]!)).join(", ")}.`
+    : "";
+  return table(
+    ["Before and after", "service", "baseline", "service / baseline"],
+    figures.map(([label, value, higher]) => {
+      const [ours, before] = [value(service) ?? 0, value(baseline) ?? 0];
+      return [label, n(ours), n(before), `${ratio(ours, before)}×${higher ? "" : " (lower is better)"}`];
+    }),
+  ) + each;
 }
 
 export interface Target {
@@ -50,6 +107,26 @@ export function targets(r: Results): Target[] {
       met: x >= 3,
     });
   }
+  if (r.ingest?.baseline) {
+    const [ours, before] = [ingestScore(r.ingest.service), ingestScore(r.ingest.baseline)];
+    const of = r.ingest.rounds ? `, medians of ${r.ingest.rounds.service.length} rounds` : "";
+    out.push({ name: "Ingest, before and after", goal: "≥ 90% of baseline msgs/s", measured: `${percent(ours, before)} (${n(ours)} vs ${n(before)}${of})`, met: before > 0 && ours >= before * 0.9 });
+  }
+  if (r.fanout?.baseline) {
+    const [ours, before] = [fanoutScore(r.fanout.service), fanoutScore(r.fanout.baseline)];
+    const of = r.fanout.rounds ? `, medians of ${r.fanout.rounds.service.length} rounds` : "";
+    out.push({ name: "Fan-out, before and after", goal: "≥ 90% of baseline deliveries/s (p99 < 100 ms)", measured: `${percent(ours, before)} (${n(ours)} vs ${n(before)}/s${of})`, met: before > 0 && ours >= before * 0.9 });
+  }
+  if (r.resume) {
+    const s = r.resume.service;
+    const faults = s.missed + s.duplicates + s.outOfOrder + s.wrongEvent + s.unexpected + s.resyncs + s.failedConnects + s.liveAfter.duplicates;
+    out.push({
+      name: `Resume storm, ${n(s.clients)} clients`,
+      goal: "every missed event once, in order",
+      measured: `${n(s.caughtUp)} of ${n(s.clients)} caught up${s.allCaughtUpMs === null ? "" : ` in ${n(s.allCaughtUpMs)} ms`}; ${n(s.missed)} missed, ${s.duplicates + s.outOfOrder} doubled or out of order, ${s.resyncs} resyncs, ${s.failedConnects} refused`,
+      met: faults === 0 && s.caughtUp === s.clients,
+    });
+  }
   if (r.read) {
     const hello = r.read.hello.hello!.requestsPerSecond;
     for (const [label, result] of Object.entries(r.read.service)) {
@@ -71,6 +148,11 @@ export function toMarkdown(r: Results): string {
     `Written by \`bun run bench\`${r.mode === "smoke" ? " --smoke (tiny load: the figures mean nothing)" : ""} on ${r.date}.`,
     "Every figure comes with the reference (`bench/reference/`: Node.js, socket.io's default engine, `pg`, one INSERT then a broadcast per message) measured in the same run on the same machine.",
     "CPU columns: server / load generator / PostgreSQL, as a share of one core over the generator's run (200% = both cores).",
+    ...(r.baseline
+      ? [
+          `The baseline is this service at \`${r.baseline.sha.slice(0, 12)}\` (${r.baseline.ref}: "${r.baseline.subject}"), started the same way on a copy of the same database, in the same run: the before of each before/after.`,
+        ]
+      : []),
     "",
     table(["Machine", ""], Object.entries(r.machine)),
     "",
@@ -79,8 +161,8 @@ export function toMarkdown(r: Results): string {
     table(["Target", "Goal", "Measured", ""], targets(r).map((t) => [t.name, t.goal, t.measured, t.met ? "met" : "**missed**"])),
   ];
   if (r.ingest) {
-    const rows = (["service", "reference"] as const).flatMap((name) => {
-      const { max, paced } = r.ingest![name];
+    const rows = present(r.ingest).flatMap((name) => {
+      const { max, paced } = r.ingest![name]!;
       return [
         [name, `closed loop, ${max.senders} senders`, n(max.messagesPerSecond), max.ackMs.p50, max.ackMs.p99, `${max.missing} / ${max.duplicated}`, cpu(max)],
         [name, `paced at ${n(paced.rate)}/s`, n(paced.messagesPerSecond), paced.ackMs.p50, paced.ackMs.p99, `${paced.missing} / ${paced.duplicated}`, cpu(paced)],
@@ -88,11 +170,12 @@ export function toMarkdown(r: Results): string {
     });
     parts.push("", "## 1. Ingest", "", "Each sender in its own channel, emitting with ack; every acked message then looked up in the database.", "");
     parts.push(table(["Server", "Load", "Acked msgs/s", "Ack p50 ms", "Ack p99 ms", "Missing / duplicated", "CPU"], rows));
+    if (r.ingest.baseline) parts.push("", beforeAfter(r.ingest.service, r.ingest.baseline, ingestFigures, r.ingest.rounds, " msgs/s"));
   }
   if (r.fanout) {
     parts.push("", `## 2. Fan-out (${n(r.fanout.service.clients)} websocket clients in one channel)`, "");
-    for (const name of ["service", "reference"] as const) {
-      const run = r.fanout[name];
+    for (const name of present(r.fanout)) {
+      const run = r.fanout[name]!;
       const held = run.steps.filter((s) => s.missed === 0 && s.latencyMs.p99 < 100).at(-1);
       parts.push(`**${name}** (CPU ${cpu(run)}); highest inbound rate held with p99 < 100 ms: ${held ? `${n(held.sentPerSecond)} msgs/s` : "none"}`, "");
       parts.push(
@@ -103,6 +186,7 @@ export function toMarkdown(r: Results): string {
         "",
       );
     }
+    if (r.fanout.baseline) parts.push(beforeAfter(r.fanout.service, r.fanout.baseline, fanoutFigures(r.fanout.service, r.fanout.baseline), r.fanout.rounds, " deliveries/s (p99 < 100 ms)"), "");
   }
   if (r.read) {
     const hello = r.read.hello.hello!;
@@ -150,6 +234,47 @@ export function toMarkdown(r: Results): string {
       ];
     });
     parts.push(table(["Server", "Load", "p50 ms", "p99 ms", "Answers", "CPU"], rows));
+  }
+  if (r.resume) {
+    const s = r.resume.service;
+    parts.push("", `## 6. Resume storm (${n(s.clients)} websocket clients in one channel, ${s.events} events while they were away)`, "");
+    parts.push(
+      `All clients disconnect; ${s.events} events are committed one after another (service: ${s.plan.messages} messages, ${s.plan.edits} edits, ${s.plan.deletes} deletions); ` +
+        "then all of them reconnect at once. The service replays the missed events in the handshake (`auth.since`, docs/api.md §11); " +
+        "the reference" +
+        (r.resume.baseline ? " and the baseline" : "") +
+        " have no event log, so each client reconnects and reads `GET /api/messages?after=<last id>` (messages only). " +
+        "Timed from the first reconnect until every client has every missed event; faults are counted per client and event " +
+        "(missed, doubled, out of seq order, the wrong kind of event, an event not committed then), and so are `resync`s (the server gave up replaying: the client must reload) " +
+        "and refused reconnects; then one more message checks every client is live again. The handshake column is each client's reconnect alone, before any replay or read. " +
+        "CPU and memory over the storm alone.",
+      "",
+    );
+    parts.push(
+      table(
+        ["Server", "Catch-up", "All caught up ms", "Per client p50 / p99 ms", "Handshake p50 / p99 ms", "Missed / doubled / out of order", "Wrong kind / not committed", "Resyncs / refused", "Live after", "CPU", "RSS before → peak"],
+        present(r.resume).map((name) => {
+          const x = r.resume![name]!;
+          return [
+            name,
+            x.mode === "resume" ? "replay (`since`)" : "history (`after`)",
+            x.allCaughtUpMs === null ? `**${n(x.caughtUp)} of ${n(x.clients)}**` : n(x.allCaughtUpMs),
+            `${n(x.perClientMs.p50)} / ${n(x.perClientMs.p99)}`,
+            `${n(x.connectMs.p50)} / ${n(x.connectMs.p99)}`,
+            `${n(x.missed)} / ${x.duplicates} / ${x.outOfOrder}`,
+            `${x.wrongEvent} / ${x.unexpected}`,
+            `${x.resyncs} / ${x.failedConnects}`,
+            `${x.liveAfter.missed} missed, ${x.liveAfter.duplicates} doubled`,
+            cpu(x),
+            `${n(Math.round(x.rssKiB.before / 1024))} → ${n(Math.round(x.rssKiB.peak / 1024))} MiB`,
+          ];
+        }),
+      ),
+    );
+    for (const name of present(r.resume)) {
+      const reasons = Object.entries(r.resume[name]!.failures ?? {});
+      if (reasons.length > 0) parts.push("", `Refused reconnects (${name}): ${reasons.map(([why, count]) => `${n(count)} × \`${why}\``).join(", ")}.`);
+    }
   }
   parts.push("", "Reproduce with `npm install && npx bun run bench` (PostgreSQL on 127.0.0.1:5432, or BENCH_DATABASE_URL).", "");
   return parts.join("\n");

@@ -16,11 +16,18 @@ export class SioClient {
 
   private constructor(private readonly ws: WebSocket) {}
 
-  static connect(baseUrl: string, token: string, timeoutMs = 30_000): Promise<SioClient> {
+  /**
+   * `auth`: more of the handshake's auth beside the token (a resume's `since`, api.md §11).
+   * `onEvent`: set before the handshake, so no event the server sends right after it (a replay)
+   * can arrive before the caller's handler.
+   */
+  static connect(baseUrl: string, token: string, options: { timeoutMs?: number; auth?: Record<string, unknown>; onEvent?: (frame: string) => void } = {}): Promise<SioClient> {
+    const { timeoutMs = 30_000, auth = {} } = options;
     const url = `${baseUrl.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket`;
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url);
       const client = new SioClient(ws);
+      if (options.onEvent) client.onEvent = options.onEvent;
       const timer = setTimeout(() => fail(new Error("connect timed out")), timeoutMs);
       let settled = false;
       const fail = (error: Error) => {
@@ -51,7 +58,7 @@ export class SioClient {
           if (packet === 52 /* "4" refused */) return fail(new Error(`refused: ${frame.slice(2)}`));
           return;
         }
-        if (type === 48 /* "0": Engine.IO open */) ws.send(`40${JSON.stringify({ token })}`);
+        if (type === 48 /* "0": Engine.IO open */) ws.send(`40${JSON.stringify({ ...auth, token })}`);
       };
     });
   }

@@ -1,11 +1,13 @@
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Subprocess } from "bun";
+import { baselineRoot } from "./baseline.ts";
 import { jwtSecret } from "./database.ts";
 
 export const projectRoot = path.resolve(import.meta.dir, "../..");
 
-export type TargetName = "service" | "reference" | "hello";
+/** "baseline": the service at an earlier commit (bench/lib/baseline.ts), started exactly like "service". */
+export type TargetName = "service" | "baseline" | "reference" | "hello";
 
 export interface RunningTarget {
   name: TargetName;
@@ -26,24 +28,28 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-function command(name: TargetName): string[] {
+/** BENCH_PROFILE=<dir>: a CPU profile of the service (and the baseline) per run, in Markdown, written when it exits. */
+const bunServer = (entry: string) =>
+  process.env.BENCH_PROFILE ? [process.execPath, "--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`, entry] : [process.execPath, entry];
+
+function command(name: TargetName): { cmd: string[]; cwd: string } {
   switch (name) {
     // Exactly what `bun run start` runs in production.
     case "service":
-      // BENCH_PROFILE=<dir>: a CPU profile of the service per run, in Markdown, written when it exits.
-      return process.env.BENCH_PROFILE
-        ? [process.execPath, "--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`, "src/index.ts"]
-        : [process.execPath, "src/index.ts"];
+      return { cmd: bunServer("src/index.ts"), cwd: projectRoot };
+    // The same, from the baseline's checkout (its own code and generated client, today's node_modules).
+    case "baseline":
+      return { cmd: bunServer("src/index.ts"), cwd: baselineRoot() };
     case "reference":
-      return ["node", "bench/reference/server.mjs"];
+      return { cmd: ["node", "bench/reference/server.mjs"], cwd: projectRoot };
     case "hello":
-      return [process.execPath, "bench/hello.ts"];
+      return { cmd: [process.execPath, "bench/hello.ts"], cwd: projectRoot };
   }
 }
 
 /**
  * Starts one server under test as its own process and waits until it answers. The service
- * runs as in production, with the message and search rate limits and the per-address handshake
+ * (and the baseline) runs as in production, with the message and search rate limits and the per-address handshake
  * limits lifted (they exist to stop one user flooding a channel and one address flooding the server;
  * the benchmark measures the machine, not the policy). Logs stay at the
  * default level (a line per request and per socket), written to /dev/null.
@@ -66,7 +72,8 @@ export async function startTarget(name: TargetName, databaseUrl: string): Promis
     // The search scenario's searchers search back to back: it measures the per-instance bounds.
     RATE_LIMIT_SEARCH: "off",
   };
-  const proc = Bun.spawn(command(name), { cwd: projectRoot, env, stdin: "ignore", stdout: "ignore", stderr: "inherit" });
+  const { cmd, cwd } = command(name);
+  const proc = Bun.spawn(cmd, { cwd, env, stdin: "ignore", stdout: "ignore", stderr: "inherit" });
   running.add(proc);
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;

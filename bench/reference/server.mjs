@@ -48,11 +48,17 @@ const http = createServer(async (req, res) => {
     // The service's defaults: 50 messages, 100 users.
     const limit = (fallback, max) => Math.min(max, Number(url.searchParams.get("limit") ?? fallback));
     if (url.pathname === "/api/messages") {
+      // `?after=<id>`: newer than id, oldest first — how a client of this stack catches up after a reconnect.
+      const after = url.searchParams.get("after");
       const { rows } = await pool.query(
-        `SELECT m.id, m.channel_id, m.user_id, u.username, m.content, m.created_at
-           FROM messages m JOIN users u ON u.id = m.user_id
-          WHERE m.channel_id = $1 ORDER BY m.id DESC LIMIT $2`,
-        [GENERAL, limit(50, 200)],
+        after === null
+          ? `SELECT m.id, m.channel_id, m.user_id, u.username, m.content, m.created_at
+               FROM messages m JOIN users u ON u.id = m.user_id
+              WHERE m.channel_id = $1 ORDER BY m.id DESC LIMIT $2`
+          : `SELECT m.id, m.channel_id, m.user_id, u.username, m.content, m.created_at
+               FROM messages m JOIN users u ON u.id = m.user_id
+              WHERE m.channel_id = $1 AND m.id > $3 ORDER BY m.id ASC LIMIT $2`,
+        after === null ? [GENERAL, limit(50, 200)] : [GENERAL, limit(50, 200), Number(after)],
       );
       return send(res, 200, rows.map(toMessage));
     }
