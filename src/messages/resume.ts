@@ -53,6 +53,22 @@ export interface Resumer {
 
 export function createResumer(deps: { db: Db; sequencer: Pick<Sequencer<LoggedEvent>, "deliveredUpTo" | "ready">; maxEvents: number; logger: Logger }): Resumer {
   const { db, sequencer, maxEvents, logger } = deps;
+  /**
+   * Reads in flight, by what they read: after a deploy or a network blip every client of a channel
+   * comes back at once with the same `since`, and one query then answers all of them instead of one
+   * each (a reconnect storm would otherwise queue a thousand identical reads for the pool). Only while
+   * in flight: a later read sees later commits.
+   */
+  const inFlight = new Map<string, Promise<unknown>>();
+  function shared<T>(key: string, read: () => Promise<T>): Promise<T> {
+    let pending = inFlight.get(key) as Promise<T> | undefined;
+    if (!pending) {
+      pending = read().finally(() => inFlight.delete(key));
+      inFlight.set(key, pending);
+    }
+    return pending;
+  }
+
   /** Per user, the sockets replaying, with the channels each still has to join. */
   const replaying = new Map<number, Map<ChatSocket, Set<number>>>();
 
@@ -88,7 +104,7 @@ export function createResumer(deps: { db: Db; sequencer: Pick<Sequencer<LoggedEv
 
   async function replay(socket: ChatSocket, channelId: number, since: number): Promise<void> {
     await sequencer.ready();
-    const bounds = await logBounds(db, channelId);
+    const bounds = await shared(`bounds:${channelId}`, () => logBounds(db, channelId));
     if (!bounds || isLimited(bounds, since) || bounds.head - since > maxEvents) return resync(socket, channelId);
     let last = since;
     for (;;) {
@@ -99,7 +115,7 @@ export function createResumer(deps: { db: Db; sequencer: Pick<Sequencer<LoggedEv
         void socket.join(channelRoom(channelId));
         return done(socket, channelId);
       }
-      const events = await readEvents(db, channelId, last, delivered, READ_LIMIT);
+      const events = await shared(`events:${channelId}:${last}:${delivered}`, () => readEvents(db, channelId, last, delivered, READ_LIMIT));
       // Pruned between the bounds and this read: no longer replayable.
       if (events[0]?.seq !== last + 1) return resync(socket, channelId);
       if (!stillWanted(socket, channelId)) return done(socket, channelId);
