@@ -325,15 +325,18 @@ describe("3. resume with auth.since", () => {
 });
 
 describe("4. past what the log keeps", async () => {
-  // Events kept ~1 s (pruned every 250 ms); a resume replays at most 5 events per channel.
-  const short = await startTestServer({ env: { EVENT_LOG_RETENTION_HOURS: String(1 / 3600), RESUME_MAX_EVENTS: "5" } });
+  // Events kept ~2 s (pruned every 500 ms). Another server, keeping events as by default, replays at
+  // most 5 events per channel (a short retention there could prune what its test replays).
+  const short = await startTestServer({ env: { EVENT_LOG_RETENTION_HOURS: String(2 / 3600) } });
   const shortApi = apiFor(short);
+  const capped = await startTestServer({ env: { RESUME_MAX_EVENTS: "5" } });
 
   test("events pruned: GET events says limited (events empty, the head), and since gets resync", async () => {
     const alice = await short.register();
     const channel = await expectStatus(await shortApi("POST", "/api/channels", alice.token, { name: uniqueName("pruned"), kind: "public" }), 201);
     for (let i = 0; i < 3; i++) await expectStatus(await shortApi("POST", "/api/messages", alice.token, { channelId: channel.id, content: `old ${i}` }), 201);
-    await eventually(async () => (await eventsAfter(short, alice, channel.id, 0)).limited, "the old events pruned", 10_000);
+    // Pruned by age, oldest first: once the last of the three is gone, after=2 is limited too.
+    await eventually(async () => (await eventsAfter(short, alice, channel.id, 2)).limited, "the old events pruned", 15_000);
     expect(await eventsAfter(short, alice, channel.id, 0)).toEqual({ events: [], head: 3, limited: true });
     expect(await eventsAfter(short, alice, channel.id, 3)).toEqual({ events: [], head: 3, limited: false });
     // A new event after the pruning: from the head on, the log is whole again.
@@ -347,14 +350,15 @@ describe("4. past what the log keeps", async () => {
   });
 
   test("more than RESUME_MAX_EVENTS behind: resync instead of a long replay; within it: the replay", async () => {
-    const alice = await short.register();
-    const channel = await expectStatus(await shortApi("POST", "/api/channels", alice.token, { name: uniqueName("behind"), kind: "public" }), 201);
-    for (let i = 0; i < 8; i++) await expectStatus(await shortApi("POST", "/api/messages", alice.token, { channelId: channel.id, content: `m ${i}` }), 201);
-    const far = await connectResuming(short.url, alice.token, { [channel.id]: 2 });
+    const cappedApi = apiFor(capped);
+    const alice = await capped.register();
+    const channel = await expectStatus(await cappedApi("POST", "/api/channels", alice.token, { name: uniqueName("behind"), kind: "public" }), 201);
+    for (let i = 0; i < 8; i++) await expectStatus(await cappedApi("POST", "/api/messages", alice.token, { channelId: channel.id, content: `m ${i}` }), 201);
+    const far = await connectResuming(capped.url, alice.token, { [channel.id]: 2 });
     await far.recorder.until(([event]) => event === "resync");
     expect(far.recorder.events.find(([event]) => event === "resync")![1]).toEqual({ channelId: channel.id, head: 8 });
     far.socket.disconnect();
-    const near = await connectResuming(short.url, alice.token, { [channel.id]: 4 });
+    const near = await connectResuming(capped.url, alice.token, { [channel.id]: 4 });
     await eventually(() => eventsOf(near.recorder, channel.id).length === 4, "4 replayed");
     expectContiguous(
       eventsOf(near.recorder, channel.id).map((e) => e.seq),
