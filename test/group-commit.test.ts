@@ -8,6 +8,7 @@ import { apiFor, expectStatus } from "./helpers/http.ts";
 import { socketTracker } from "./helpers/sockets.ts";
 import { sendWithAck, startTestServer, uniqueName, type ChatClient, type Registered } from "./helpers/server.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+import { storedNewest } from "./helpers/history.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -37,30 +38,19 @@ async function newest(reader: Registered, channelId: number): Promise<HistoryEnt
   return (await expectStatus(await api("GET", `/api/channels/${channelId}/messages`, reader.token), 200)) as HistoryEntry[];
 }
 
-type MessageRow = { id: number; channel_id: number; user_id: number; username: string; content: string; created_at: Date; edited_at: Date | null; deleted_at: Date | null };
-
-/** What the database says the newest page is: ordered by id desc, deleted rows as tombstones. */
-async function stored(channelId: number, limit = 50): Promise<HistoryEntry[]> {
-  const rows = await sql<MessageRow[]>`
-    SELECT m.id, m.channel_id, m.user_id, u.username, m.content, m.created_at, m.edited_at, m.deleted_at
-      FROM messages m JOIN users u ON u.id = m.user_id
-     WHERE m.channel_id = ${channelId}
-     ORDER BY m.id DESC
-     LIMIT ${limit}`;
-  return rows.map((row): HistoryEntry => {
-    if (row.deleted_at !== null) return { id: row.id, deleted: true };
-    const message: ChatMessage = {
-      id: row.id,
-      channelId: row.channel_id,
-      userId: row.user_id,
-      username: row.username,
-      content: row.content,
-      timestamp: new Date(row.created_at).toISOString(),
-    };
-    if (row.edited_at !== null) message.editedAt = new Date(row.edited_at).toISOString();
-    return message;
-  });
+/** Each ack is `ok` with exactly the message its send asked for, as broadcast (its seq included). */
+function expectAckedAsSent(acks: unknown[], sends: { author: { id: number; username: string }; payload: { channelId: number; content: string } }[]): void {
+  for (const [i, ack] of acks.entries()) {
+    const { author, payload } = sends[i]!;
+    expect(ack).toEqual({
+      ok: true,
+      message: { id: expect.any(Number), channelId: payload.channelId, userId: author.id, username: author.username, content: payload.content, timestamp: expect.any(String), seq: expect.any(Number) },
+    });
+  }
 }
+
+/** What the database says the newest page is (test/helpers/history.ts). */
+const stored = (channelId: number, limit = 50): Promise<HistoryEntry[]> => storedNewest(sql, channelId, limit);
 
 async function storedWithContent(contents: string[]): Promise<{ id: number; content: string }[]> {
   const rows = await sql<{ id: number; content: string }[]>`SELECT id, content FROM messages ORDER BY id`;
@@ -103,13 +93,7 @@ describe("group commit", () => {
     );
     const acks = await Promise.all(sends.map((s) => s.ack));
 
-    for (const [i, ack] of acks.entries()) {
-      const { author, payload } = sends[i]!;
-      expect(ack).toEqual({
-        ok: true,
-        message: { id: expect.any(Number), channelId: payload.channelId, userId: author.id, username: author.username, content: payload.content, timestamp: expect.any(String), seq: expect.any(Number) },
-      });
-    }
+    expectAckedAsSent(acks, sends);
     // Per channel, one event each, in id order: general's after whatever it held, the new channel's from 1.
     expectSeqsInIdOrder(acks.map((a) => a.message).filter((m) => m.channelId === 1));
     expectSeqsInIdOrder(acks.map((a) => a.message).filter((m) => m.channelId === channel.id), 0);
@@ -340,13 +324,7 @@ describe("group commit across many channels", () => {
     ).flat();
     const acks = await Promise.all(sends.map((s) => s.ack));
 
-    for (const [i, ack] of acks.entries()) {
-      const { author, payload } = sends[i]!;
-      expect(ack).toEqual({
-        ok: true,
-        message: { id: expect.any(Number), channelId: payload.channelId, userId: author.id, username: author.username, content: payload.content, timestamp: expect.any(String), seq: expect.any(Number) },
-      });
-    }
+    expectAckedAsSent(acks, sends);
     const messages = acks.map((a) => a.message as ChatMessage).sort(byId);
     expect(new Set(messages.map((m) => m.id)).size).toBe(300);
     // Each new channel's 30 events are 1..30, in id order.

@@ -4,6 +4,7 @@ import { SQL } from "bun";
 import { poolOf } from "../src/lib/db.ts";
 import type { ChatMessage, HistoryEntry } from "../src/messages/messages.schemas.ts";
 import { adminDatabaseUrl, TEST_TIMEOUT_MS } from "./helpers/env.ts";
+import { storedNewest } from "./helpers/history.ts";
 import { expectError } from "./helpers/expect-error.ts";
 import { apiFor, expectStatus } from "./helpers/http.ts";
 import { asHistory, record } from "./helpers/recorder.ts";
@@ -75,33 +76,8 @@ async function newest(reader: Registered, channelId: number, limit?: number, rou
   return (await expectStatus(await apiFor(server)("GET", historyPath(channelId, query, route), reader.token), 200)) as HistoryEntry[];
 }
 
-type MessageRow = { id: number; channel_id: number; user_id: number; username: string; content: string; created_at: Date; edited_at: Date | null; deleted_at: Date | null };
-
-/** A stored row as history shows it: the message, or `{ id, deleted: true }` once deleted. */
-function asEntry(row: MessageRow): HistoryEntry {
-  if (row.deleted_at !== null) return { id: row.id, deleted: true };
-  const message: ChatMessage = {
-    id: row.id,
-    channelId: row.channel_id,
-    userId: row.user_id,
-    username: row.username,
-    content: row.content,
-    timestamp: new Date(row.created_at).toISOString(),
-  };
-  if (row.edited_at !== null) message.editedAt = new Date(row.edited_at).toISOString();
-  return message;
-}
-
-/** What the database says the newest page is: ordered by id desc, deleted rows as tombstones. */
-async function stored(channelId: number, limit = 50, db: SQL = sql): Promise<HistoryEntry[]> {
-  const rows = await db<MessageRow[]>`
-    SELECT m.id, m.channel_id, m.user_id, u.username, m.content, m.created_at, m.edited_at, m.deleted_at
-      FROM messages m JOIN users u ON u.id = m.user_id
-     WHERE m.channel_id = ${channelId}
-     ORDER BY m.id DESC
-     LIMIT ${limit}`;
-  return rows.map(asEntry);
-}
+/** What the database says the newest page is (test/helpers/history.ts), from this file's database by default. */
+const stored = (channelId: number, limit = 50, db: SQL = sql): Promise<HistoryEntry[]> => storedNewest(db, channelId, limit);
 
 /** Writes `n` messages by `author` with SQL, oldest first; only into a channel nobody has read yet. */
 async function seed(channelId: number, author: Registered, n: number): Promise<void> {
