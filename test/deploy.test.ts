@@ -286,6 +286,8 @@ describe("docker-compose.yml", () => {
     expect(String(nginx.image)).toMatch(/^(docker\.io\/)?(library\/)?nginx:1\.\d+/);
     expect(volumes(nginx)).toContain("./deploy/nginx.conf:/etc/nginx/nginx.conf:ro");
     expect(dependsOn(nginx)).toMatchObject({ backend1: "service_healthy", backend2: "service_healthy" });
+    // Its own health check: a request through it reaches a backend (test/containers/run.ts waits for it).
+    expect(composeHealthcheck(nginx)?.join(" ")).toMatch(/wget .*http:\/\/127\.0\.0\.1\/healthz/);
   });
 
   test("every service_healthy dependency has a health check", () => {

@@ -1,0 +1,158 @@
+/**
+ * The container test (`bun run test:containers`; .ci/run runs it after the test suite): the
+ * Dockerfile and docker-compose.yml of this checkout, built and run for real, black-box through
+ * nginx on port 3001. On a machine without a registry the base images are stand-ins built here
+ * (stand-ins.ts). Prints the time of every stage; exits non-zero on the first failed check, after
+ * removing its containers, networks and volumes and stopping a dockerd it started.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { SourceAddresses } from "./addresses.ts";
+import { checkThroughProxy, allMessages } from "./checks.ts";
+import { startEngine, type Engine } from "./engine.ts";
+import { api, expectStatus } from "./http.ts";
+import { killUnderLoad, relaysPerBackend } from "./kill.ts";
+import { run, until } from "./shell.ts";
+import { Stack } from "./stack.ts";
+import { ensureStandIns, imagesNamed } from "./stand-ins.ts";
+
+const ROOT = resolve(import.meta.dir, "../..");
+const IMAGE = "chat-backend:local";
+const BASE = "http://127.0.0.1:3001";
+const SERVICES = ["postgres", "redis", "backend1", "backend2", "nginx"];
+
+const timings: [string, number][] = [];
+async function stage<T>(name: string, work: () => Promise<T>): Promise<T> {
+  const started = performance.now();
+  console.log(`\n== ${name}`);
+  const result = await work();
+  const seconds = (performance.now() - started) / 1000;
+  timings.push([name, seconds]);
+  console.log(`   ${name}: ${seconds.toFixed(1)} s`);
+  return result;
+}
+
+let engine: Engine | undefined;
+let stack: Stack | undefined;
+let addresses: SourceAddresses | undefined;
+const scratch = mkdtempSync(join(tmpdir(), "chat-containers-"));
+let failed = false;
+
+try {
+  engine = await stage("engine (install, start dockerd)", startEngine);
+  const e = engine;
+  const standIns = await stage("base images (stand-ins where no registry)", () => ensureStandIns(e.docker, imagesNamed(ROOT, IMAGE)));
+  console.log(`   ${JSON.stringify(standIns)}`);
+
+  // The README's first step: a .env with JWT_SECRET (here a file of the test's own, not the user's .env).
+  const envFile = join(scratch, ".env");
+  writeFileSync(envFile, `JWT_SECRET=${Buffer.from(crypto.getRandomValues(new Uint8Array(48))).toString("base64")}\n`);
+  stack = new Stack(engine, ROOT, "chatcontainers", envFile);
+  const s = stack;
+  await s.compose(["down", "--volumes", "--remove-orphans"]).catch(() => {}); // a previous run's leftovers
+
+  await stage("build the image (docker compose build)", () => s.compose(["build"], { shown: true }));
+  await stage("docker compose up -d --build, until every container is healthy", async () => {
+    await s.compose(["up", "-d", "--build"]);
+    await s.waitHealthy(SERVICES);
+  });
+
+  await stage("migrate exited 0 before the backends started", async () => {
+    const migrate = await s.service("migrate");
+    if (migrate.status !== "exited" || migrate.exitCode !== 0) throw new Error(`migrate: ${migrate.status}, exit ${migrate.exitCode}\n${await s.logs(migrate.id)}`);
+    for (const backend of ["backend1", "backend2"]) {
+      const b = await s.service(backend);
+      if (b.startedAt < migrate.finishedAt) throw new Error(`${backend} started ${b.startedAt.toISOString()}, before migrate finished ${migrate.finishedAt.toISOString()}`);
+    }
+    console.log(`   ${(await s.logs(migrate.id)).trim().split("\n").slice(-2).join(" / ")}`);
+  });
+
+  const first = await stage("register, login, history, search, websocket and polling through nginx", () => checkThroughProxy(BASE));
+
+  const network = await s.network();
+  const nginx = { host: (await s.service("nginx")).ip, port: 80 };
+  addresses = new SourceAddresses(network.bridge, network.gateway);
+  const a = addresses;
+  await stage("a message sent on one backend reaches a client on the other", async () => {
+    const relays = await relaysPerBackend(s, a, nginx, 1);
+    const { crossBackend } = await import("./cross.ts");
+    await crossBackend(relays.backend1![0]!.url, relays.backend2![0]!.url);
+  });
+
+  const report = await stage("stop backend1 under a steady stream of acked messages", async () => {
+    const relays = await relaysPerBackend(s, a, nginx, 4);
+    const r = await killUnderLoad(s, BASE, relays);
+    console.log(`   ${JSON.stringify(r)}`);
+    await s.compose(["start", "backend1"]);
+    await s.waitHealthy(["backend1"]);
+    return r;
+  });
+  await a.close();
+
+  await stage("docker compose down, then up: data and sessions kept", async () => {
+    const [alice] = first.accounts;
+    const before = await allMessages(BASE, alice!.token);
+    await s.compose(["down"]);
+    await s.compose(["up", "-d"]);
+    await s.waitHealthy(SERVICES);
+    const me = await api(BASE, "GET", "/api/users/me", { token: alice!.token });
+    expectStatus(me, 200, "the access token from before down");
+    const refreshed = await api(BASE, "POST", "/api/auth/refresh", { body: { refreshToken: alice!.refreshToken } });
+    expectStatus(refreshed, 200, "the refresh token from before down");
+    const login = await api(BASE, "POST", "/api/auth/login", { body: { username: alice!.username, password: alice!.password } });
+    expectStatus(login, 200, "login after down/up");
+    const after = await allMessages(BASE, alice!.token);
+    if (after.length !== before.length || after.at(-1)?.id !== before.at(-1)?.id) throw new Error(`history: ${before.length} messages before down, ${after.length} after`);
+    console.log(`   ${after.length} messages and the sessions survived`);
+  });
+
+  await stage("upgrade: docker compose up -d --build again, migrate runs again and exits 0", async () => {
+    const previous = await s.service("migrate");
+    await s.compose(["up", "-d", "--build"]);
+    await s.waitHealthy(SERVICES);
+    const migrate = await until("migrate to run again", 60_000, async () => {
+      const m = await s.service("migrate");
+      return m.status === "exited" && m.finishedAt > previous.finishedAt ? m : undefined;
+    });
+    if (migrate.exitCode !== 0) throw new Error(`migrate exited ${migrate.exitCode}`);
+  });
+
+  await stage("the image: non-root, no dev dependencies, no test files", async () => {
+    const user = (await run([e.docker, "run", "--rm", "--entrypoint", "id", IMAGE, "-u"])).trim();
+    if (user === "0") throw new Error("the image runs as root");
+    // Dev dependencies that no production dependency needs too (typescript is a peer of
+    // @prisma/client, @types/pg a dependency of @prisma/adapter-pg: those belong in the image).
+    const pkg = await Bun.file(join(ROOT, "package.json")).json();
+    const production = new Set<string>();
+    const walk = (deps: Record<string, any> = {}) => {
+      for (const [name, dep] of Object.entries(deps)) if (!production.has(name)) production.add(name), walk(dep.dependencies);
+    };
+    walk(JSON.parse(await run(["npm", "ls", "--omit=dev", "--all", "--json"], { cwd: ROOT })).dependencies);
+    const devDependencies = Object.keys(pkg.devDependencies).filter((d) => !production.has(d));
+    if (devDependencies.length === 0) throw new Error("npm ls found no dev-only dependency: the check would prove nothing");
+    const script = [...devDependencies.map((d) => `test ! -e node_modules/${d} || echo dev dependency: ${d}`), "find . -path ./node_modules -prune -o \\( -name '*.test.ts' -o -name test -o -name bench \\) -print"].join("; ");
+    const found = (await run([e.docker, "run", "--rm", "--entrypoint", "sh", IMAGE, "-c", script])).trim();
+    if (found) throw new Error(`the image holds what it should not:\n${found}`);
+    const size = Number((await run([e.docker, "image", "inspect", "-f", "{{.Size}}", IMAGE])).trim());
+    console.log(`   runs as uid ${user}; none of ${devDependencies.join(", ")}; ${(size / 1e6).toFixed(0)} MB`);
+    timings.push([`image size ${(size / 1e6).toFixed(0)} MB`, 0]);
+  });
+  timings.push([`kill test: ${JSON.stringify(report)}`, 0]);
+} catch (error) {
+  failed = true;
+  console.error(`\nFAILED: ${error instanceof Error ? (error.stack ?? error.message) : error}`);
+  if (stack) for (const service of [...SERVICES, "migrate"]) {
+    for (const id of await stack.ids(service).catch(() => [] as string[])) console.error(`--- ${service} (last lines)\n${await stack.logs(id, 20)}`);
+  }
+} finally {
+  await addresses?.close();
+  if (stack) await stage("clean up (down --volumes)", () => stack!.compose(["down", "--volumes", "--remove-orphans"])).catch((e) => console.error(`clean-up: ${e}`));
+  await engine?.stop();
+  rmSync(scratch, { recursive: true, force: true });
+}
+
+console.log("\n== timings");
+for (const [name, seconds] of timings) console.log(seconds ? `${seconds.toFixed(1).padStart(7)} s  ${name}` : `           ${name}`);
+console.log(failed ? "\ncontainer test FAILED" : "\ncontainer test passed");
+process.exit(failed ? 1 : 0);
