@@ -5,28 +5,28 @@ import { api, connect, register, type Account } from "./http.ts";
 import { until } from "./shell.ts";
 import type { Stack } from "./stack.ts";
 
-const BACKENDS = ["backend1", "backend2"] as const;
+const BACKENDS = ["backend1", "backend2"];
 
 /** Which backend logged the request with this X-Request-Id. */
-async function backendOf(stack: Stack, requestId: string): Promise<string> {
+async function backendOf(stack: Stack, requestId: string, backends: string[]): Promise<string> {
   return until(`a backend logging request ${requestId}`, 10_000, async () => {
-    for (const service of BACKENDS) if ((await stack.logs((await stack.service(service)).id)).includes(requestId)) return service;
+    for (const service of backends) if ((await stack.logs((await stack.service(service)).id)).includes(requestId)) return service;
     return undefined;
   });
 }
 
 /** `perBackend` relays (client addresses) that nginx sends to each backend. */
-export async function relaysPerBackend(stack: Stack, addresses: SourceAddresses, nginx: { host: string; port: number }, perBackend: number): Promise<Record<string, Relay[]>> {
-  const on: Record<string, Relay[]> = { backend1: [], backend2: [] };
-  for (let n = 0; n < 40 && BACKENDS.some((b) => on[b]!.length < perBackend); n++) {
+export async function relaysPerBackend(stack: Stack, addresses: SourceAddresses, nginx: { host: string; port: number }, perBackend: number, backends = BACKENDS): Promise<Record<string, Relay[]>> {
+  const on: Record<string, Relay[]> = Object.fromEntries(backends.map((b) => [b, []]));
+  for (let n = 0; n < 40 && backends.some((b) => on[b]!.length < perBackend); n++) {
     const relay = await addresses.relay(n, nginx);
     const requestId = `probe-${relay.source.replaceAll(".", "-")}-${crypto.randomUUID()}`;
     const res = await fetch(`${relay.url}/healthz`, { headers: { "x-request-id": requestId } });
     if (res.status !== 200) throw new Error(`GET /healthz from ${relay.source}: ${res.status}`);
-    const backend = await backendOf(stack, requestId);
+    const backend = await backendOf(stack, requestId, backends);
     if (on[backend]!.length < perBackend) on[backend]!.push(relay);
   }
-  if (BACKENDS.some((b) => on[b]!.length < perBackend)) throw new Error(`40 client addresses did not spread over both backends: ${JSON.stringify(Object.fromEntries(BACKENDS.map((b) => [b, on[b]!.map((r) => r.source)])))}`);
+  if (backends.some((b) => on[b]!.length < perBackend)) throw new Error(`40 client addresses did not spread over ${backends.join(", ")}: ${JSON.stringify(Object.fromEntries(backends.map((b) => [b, on[b]!.map((r) => r.source)])))}`);
   return on;
 }
 

@@ -15,6 +15,8 @@ import { api, expectStatus } from "./http.ts";
 import { killUnderLoad, relaysPerBackend } from "./kill.ts";
 import { run, until } from "./shell.ts";
 import { Stack } from "./stack.ts";
+import { withThirdBackend } from "./scale.ts";
+import { crossBackend } from "./cross.ts";
 import { ensureStandIns, imagesNamed } from "./stand-ins.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
@@ -76,7 +78,6 @@ try {
   const a = addresses;
   await stage("a message sent on one backend reaches a client on the other", async () => {
     const relays = await relaysPerBackend(s, a, nginx, 1);
-    const { crossBackend } = await import("./cross.ts");
     await crossBackend(relays.backend1![0]!.url, relays.backend2![0]!.url);
   });
 
@@ -87,6 +88,20 @@ try {
     await s.compose(["start", "backend1"]);
     await s.waitHealthy(["backend1"]);
     return r;
+  });
+
+  await stage("more backends: the README's recipe (backend3), then back to two", async () => {
+    s.file = withThirdBackend(ROOT, join(scratch, "scaled"));
+    await s.compose(["up", "-d"]);
+    await s.waitHealthy([...SERVICES, "backend3"]);
+    const scaledNginx = { host: (await s.service("nginx")).ip, port: 80 };
+    const relays = await relaysPerBackend(s, a, scaledNginx, 1, ["backend1", "backend2", "backend3"]);
+    await crossBackend(relays.backend3![0]!.url, relays.backend1![0]!.url);
+    s.file = "docker-compose.yml";
+    await s.compose(["up", "-d", "--remove-orphans"]);
+    await s.waitHealthy(SERVICES);
+    const left = await run([e.docker, "ps", "-a", "-q", "--filter", `label=com.docker.compose.project=${s.project}`, "--filter", "label=com.docker.compose.service=backend3"]);
+    if (left.trim()) throw new Error("backend3 still there after up --remove-orphans with the project's file");
   });
   await a.close();
 
