@@ -11,6 +11,7 @@ import { connectTo, productionEnv, projectRoot, registerAt, startServerProcess, 
 import { sendWithAck, testRedisUrl, uniqueName, type ChatClient, type Json, type Transport } from "./helpers/server.ts";
 import type { ChatMessage } from "../src/messages/messages.schemas.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+import { relayFrom, type Relay } from "./helpers/relay.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -151,38 +152,9 @@ async function startNginx(upstreams: string[]): Promise<Nginx> {
   }
 }
 
-interface Relay {
-  /** The loopback address nginx sees as the client. */
-  source: string;
-  url: string;
-  close(): void;
-}
-
-/** A TCP relay on 127.0.0.1:<random> to `targetPort`, connecting on from `source`. */
-async function relayFrom(source: string, targetPort: number): Promise<Relay> {
-  const open = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect({ host: "127.0.0.1", port: targetPort, localAddress: source });
-    open.add(client).add(upstream);
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-      open.delete(client);
-      open.delete(upstream);
-    };
-    for (const socket of [client, upstream]) socket.on("error", end).on("close", end);
-    client.pipe(upstream);
-    upstream.pipe(client);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const relay: Relay = {
-    source,
-    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    close() {
-      server.close();
-      for (const socket of open) socket.destroy();
-    },
-  };
+/** A relay to nginx on 127.0.0.1:`targetPort` from `source`, closed after the file. */
+async function relayTo(source: string, targetPort: number): Promise<Relay> {
+  const relay = await relayFrom(source, { host: "127.0.0.1", port: targetPort });
   relays.push(relay);
   return relay;
 }
@@ -264,7 +236,7 @@ async function setUp() {
   // one request per address, found again in one instance's log by its X-Request-Id.
   const direct = { source: loopback(1), url: nginx.url };
   const nginxPort = Number(new URL(nginx.url).port);
-  const candidates = await Promise.all(Array.from({ length: 40 }, (_, i) => relayFrom(loopback(i + 2), nginxPort)));
+  const candidates = await Promise.all(Array.from({ length: 40 }, (_, i) => relayTo(loopback(i + 2), nginxPort)));
   const probes = await Promise.all(
     [direct, ...candidates].map(async (relay) => {
       const requestId = `probe-${relay.source.replaceAll(".", "-")}-${crypto.randomUUID()}`;

@@ -1,4 +1,4 @@
-import net from "node:net";
+import { relayFrom, type Relay } from "../helpers/relay.ts";
 import { run, sudo } from "./shell.ts";
 
 /**
@@ -9,12 +9,7 @@ import { run, sudo } from "./shell.ts";
  * distinct client addresses, as distinct users' machines would (test/proxy.test.ts does the same
  * with loopback addresses).
  */
-export interface Relay {
-  source: string;
-  /** http://127.0.0.1:<port>: connect here to reach nginx from `source`. */
-  url: string;
-  close(): void;
-}
+export type { Relay };
 
 export class SourceAddresses {
   private added: string[] = [];
@@ -34,29 +29,7 @@ export class SourceAddresses {
       await run([...sudo, "ip", "addr", "add", `${source}/32`, "dev", this.bridge]);
       this.added.push(source);
     }
-    const open = new Set<net.Socket>();
-    const server = net.createServer((client) => {
-      const upstream = net.connect({ host: target.host, port: target.port, localAddress: source });
-      open.add(client).add(upstream);
-      const end = () => {
-        client.destroy();
-        upstream.destroy();
-        open.delete(client);
-        open.delete(upstream);
-      };
-      for (const socket of [client, upstream]) socket.on("error", end).on("close", end);
-      client.pipe(upstream);
-      upstream.pipe(client);
-    });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    const relay: Relay = {
-      source,
-      url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-      close() {
-        server.close();
-        for (const socket of open) socket.destroy();
-      },
-    };
+    const relay = await relayFrom(source, target);
     this.relays.push(relay);
     return relay;
   }
