@@ -5,7 +5,7 @@
  * Prints the results and writes bench/RESULTS.md.
  *
  *   --smoke            seconds of tiny load (what `bun test` runs, so the suite cannot rot)
- *   --only=a,b         some of ingest, fanout, read, capacity, search, resume
+ *   --only=a,b         some of ingest, fanout, read, capacity, search, resume, password
  *   --baseline         also the service at an earlier commit (bench/lib/baseline.ts: the merge-base
  *                      of HEAD and main, or BENCH_BASELINE_REF) in ingest, fan-out and resume
  *   --rounds=N         with --baseline: ingest and fan-out N times on the service and the baseline,
@@ -18,12 +18,12 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { createTemplate, postgresVersion } from "./lib/database.ts";
 import { fanoutScore, ingestScore, toMarkdown, type Results } from "./lib/report.ts";
-import { capacity, fanout, fullSizes, ingest, read, resume, search, smokeSizes, usersNeeded } from "./scenarios.ts";
+import { capacity, fanout, fullSizes, ingest, password, read, resume, search, smokeSizes, usersNeeded } from "./scenarios.ts";
 import { prepareBaseline, type Baseline } from "./lib/baseline.ts";
 import { COMMON_WORD, createSearchTemplate, RARE_WORD } from "./lib/search-data.ts";
 import { projectRoot } from "./lib/targets.ts";
 
-const scenarios = ["ingest", "fanout", "read", "capacity", "search", "resume"] as const;
+const scenarios = ["ingest", "fanout", "read", "capacity", "search", "resume", "password"] as const;
 const { values: args } = parseArgs({
   options: {
     smoke: { type: "boolean", default: false },
@@ -115,6 +115,7 @@ try {
     }
   }
   if (only.has("resume")) results.resume = await each((target) => resume(target, name, users, sizes));
+  if (only.has("password")) results.password = await password(sizes);
 } finally {
   await template.drop();
   await baseline?.remove();

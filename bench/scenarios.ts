@@ -3,6 +3,9 @@ import { cpuMeter, rssKiB } from "./lib/proc.ts";
 import type { PlanStep } from "./load/resume.ts";
 import { runGenerator, startTarget, type RunningTarget, type TargetName } from "./lib/targets.ts";
 import { progress } from "./lib/generator.ts";
+import type { Argon2Parameters } from "./load/password.ts";
+import { argon2Parameters, bunDefaultArgon2 } from "../src/lib/password.ts";
+import { loadConfig } from "../src/config.ts";
 
 /** How hard each scenario pushes: the full run, or a few seconds of tiny load for `bun test`. */
 export interface Sizes {
@@ -22,6 +25,9 @@ export interface Sizes {
   /** Events committed while the resume storm's clients are away. */
   resumeEvents: number;
   resumeTimeoutMs: number;
+  /** Hashes one at a time per argon2id parameter set, then hashes at PASSWORD_HASH_CONCURRENCY's default at once. */
+  passwordSequential: number;
+  passwordConcurrent: number;
 }
 
 export const fullSizes: Sizes = {
@@ -37,9 +43,11 @@ export const fullSizes: Sizes = {
   searchers: 12,
   searchAttackMs: 10_000,
   searchSamples: 30,
-  resumeClients: 1_000,
+  resumeClients: 10_000,
   resumeEvents: 100,
   resumeTimeoutMs: 60_000,
+  passwordSequential: 20,
+  passwordConcurrent: 40,
 };
 
 export const smokeSizes: Sizes = {
@@ -58,6 +66,8 @@ export const smokeSizes: Sizes = {
   resumeClients: 20,
   resumeEvents: 100,
   resumeTimeoutMs: 15_000,
+  passwordSequential: 2,
+  passwordConcurrent: 4,
 };
 
 /** Users the template needs for these sizes: every fan-out or resume receiver plus its sender, at least one per ingest sender, the searchers and their bystander. */
@@ -172,6 +182,9 @@ export interface CapacityResult {
   kibPerSocket: number;
 }
 
+/** Capacity's sockets are spread over this many users (about ten each), as before the storm needed 10,000 users. */
+const capacityUsers = 1_000;
+
 /**
  * Server memory with N idle sockets over memory before them, divided by N. The baseline is
  * taken after one socket has come and gone, so code paths loaded once are not charged to
@@ -179,7 +192,7 @@ export interface CapacityResult {
  */
 export async function capacity(name: TargetName, template: string, users: BenchUser[], sizes: Sizes) {
   return against(name, template, "capacity", async (target) => {
-    const tokens = users.map((u) => u.token);
+    const tokens = users.slice(0, capacityUsers).map((u) => u.token);
     await runGenerator("capacity", { url: target.url, tokens, sockets: 1, concurrency: 1 }, async () => {});
     await Bun.sleep(1_000);
     const baselineRssKiB = rssKiB(target.pid);
@@ -249,9 +262,9 @@ export interface ResumeResult {
   caughtUp: number;
   /** From the first reconnect to the last client having every missed event; null if some never did. */
   allCaughtUpMs: number | null;
-  /** Each client's, from its own reconnect. */
+  /** Each client's, from its first reconnect attempt. */
   perClientMs: Latency;
-  /** Each client's handshake alone (to the server's "connected"), whatever came after. */
+  /** Each client's handshake alone (from its first attempt to the server's "connected"), whatever came after. */
   connectMs: Latency;
   missed: number;
   duplicates: number;
@@ -260,8 +273,11 @@ export interface ResumeResult {
   unexpected: number;
   resyncs: number;
   failedConnects: number;
-  /** Why reconnects failed, and how often. */
+  /** Why reconnects failed for good, and how often. */
   failures: Record<string, number>;
+  /** Attempts that failed and were retried (socket.io-client's backoff), and why. */
+  retried: number;
+  retries: Record<string, number>;
   /** The message sent after everyone caught up: every client live in the room again, once. */
   liveAfter: { missed: number; duplicates: number };
   /** The server's resident memory before the storm and its highest sample during it. */
@@ -278,8 +294,9 @@ export function resumePlan(events: number, withChanges: boolean): PlanStep[] {
 }
 
 /**
- * Resume storm: the clients go away, events are committed, they all come back at once. CPU and peak
- * memory of the server over the storm alone (between the generator's two READY lines).
+ * Reconnect storm: the server restarts under its connected clients, events are committed on the
+ * new process, they all come back at once. CPU and peak memory of the (new) server over the storm
+ * alone (between the generator's "away" and "caught-up" READY lines).
  */
 export async function resume(name: TargetName, template: string, users: BenchUser[], sizes: Sizes) {
   const mode = name === "service" ? "resume" : "history";
@@ -297,12 +314,13 @@ export async function resume(name: TargetName, template: string, users: BenchUse
         senderToken: users[sizes.resumeClients]!.token,
         channelId: GENERAL_CHANNEL_ID,
         plan: resumePlan(sizes.resumeEvents, mode === "resume"),
-        awayMs: sizes.resumeClients >= 1_000 ? 1_000 : 200,
-        reconnectConcurrency: sizes.resumeClients,
+        // socket.io-client's default jitter (reconnectionDelay 1 s, randomizationFactor 0.5) spreads a storm over 1 s.
+        reconnectWindowMs: sizes.resumeClients >= 1_000 ? 1_000 : 100,
         timeoutMs: sizes.resumeTimeoutMs,
       },
       async (ready) => {
-        const { phase, generatorCpuMs } = ready as { phase: "away" | "caught-up"; generatorCpuMs?: number };
+        const { phase, generatorCpuMs } = ready as { phase: "restart" | "away" | "caught-up"; generatorCpuMs?: number };
+        if (phase === "restart") return void (await target.restart());
         if (phase === "away") {
           rss.before = rss.peak = rssKiB(target.pid);
           sampler = setInterval(() => (rss.peak = Math.max(rss.peak, rssKiB(target.pid))), 10);
@@ -317,4 +335,27 @@ export async function resume(name: TargetName, template: string, users: BenchUse
     progress(`${name} resume (${mode}): ${result.caughtUp} of ${result.clients} caught up in ${result.allCaughtUpMs ?? "–"} ms, missed ${result.missed}, duplicates ${result.duplicates}, out of order ${result.outOfOrder}`);
     return { ...result, rssKiB: rss, cpu: cpu! } as Measured<ResumeResult>;
   });
+}
+
+export interface PasswordSet extends Argon2Parameters {
+  /** The hash's PHC prefix, parameters included. */
+  hash: string;
+  hashMs: Latency;
+  cpuPerHashMs: number;
+  verifyMs: Latency;
+  concurrency: number;
+  hashesPerSecond: number;
+  addedRssKiB: number;
+}
+
+/** argon2id at the service's parameters (src/lib/password.ts) and at Bun's default, in one process, one after the other. */
+export async function password(sizes: Sizes): Promise<{ sets: PasswordSet[]; cpuMs: number }> {
+  const sets: Argon2Parameters[] = [
+    { label: "service (OWASP: m=19 MiB, t=2, p=1)", memoryCost: argon2Parameters.memoryCost, timeCost: argon2Parameters.timeCost },
+    { label: "Bun's default (m=64 MiB, t=2, p=1)", memoryCost: bunDefaultArgon2.memoryCost, timeCost: bunDefaultArgon2.timeCost },
+  ];
+  // PASSWORD_HASH_CONCURRENCY as the service runs it by default.
+  const concurrency = loadConfig({ NODE_ENV: "development" }).PASSWORD_HASH_CONCURRENCY;
+  const { result, cpuMs } = await runGenerator<{ sets: PasswordSet[] }>("password", { sets, sequential: sizes.passwordSequential, concurrency, concurrentHashes: sizes.passwordConcurrent });
+  return { ...result, cpuMs: Math.round(cpuMs) };
 }

@@ -23,6 +23,7 @@ import { schedulePruning } from "./messages/log-pruning.ts";
 import { readMarkerNotifier, typingHandlers } from "./channels/channels.socket.ts";
 import { presenceRouter } from "./presence/presence.index.ts";
 import { lapsedPresence, presenceAnnouncer } from "./presence/presence.socket.ts";
+import { presenceHandoff } from "./presence/presence-handoff.ts";
 import { configureTopology } from "./topology.ts";
 import { errorHandler, notFoundHandler } from "./middleware/error-handler.ts";
 import { refuseWhileDraining } from "./middleware/draining.ts";
@@ -97,7 +98,12 @@ export function createApp(deps: AppDeps) {
   const guard = createAccessGuard({ db });
   const authenticator = createAuthenticator(signer, guard);
   // With Redis, a survivor announces the users of an instance that died with its sockets open (presence.socket.ts).
-  const presence = topology.createPresence({ instanceTtlMs: config.PRESENCE_INSTANCE_TTL_MS, onLapse: lapsedPresence(io) });
+  // Offline after PRESENCE_GRACE_MS, kept across a graceful restart (one instance: through the database).
+  const presence = presenceAnnouncer(io, topology.createPresence({ instanceTtlMs: config.PRESENCE_INSTANCE_TTL_MS, onLapse: lapsedPresence(io) }), {
+    logger,
+    graceMs: config.PRESENCE_GRACE_MS,
+    handoff: topology.clustered ? undefined : presenceHandoff(db),
+  });
   const revocations = createRevocations({ guard, disconnect: socketDisconnector(io), peers: topology.revocationPeers(io, guard), link: redisHealth });
 
   // The end of the message path: every committed event, this instance's and the others', to the
@@ -134,7 +140,7 @@ export function createApp(deps: AppDeps) {
       metrics.slowClientDropped(drop.transport);
     },
   });
-  // At most PASSWORD_HASH_CONCURRENCY argon2id runs (64 MiB each) at once; a bounded queue behind them.
+  // At most PASSWORD_HASH_CONCURRENCY argon2id runs (19 MiB each) at once; a bounded queue behind them.
   const hasher = createPasswordHasher({
     concurrency: config.PASSWORD_HASH_CONCURRENCY,
     queue: config.PASSWORD_HASH_QUEUE,
@@ -207,7 +213,7 @@ export function createApp(deps: AppDeps) {
       typingHandlers({ channels, authenticator, typingLimiter: createLimiter("typing", config.RATE_LIMIT_TYPING), logger }),
     ],
     resumer,
-    presence: presenceAnnouncer(io, presence, logger),
+    presence,
     authenticator,
     logger,
     metrics,

@@ -77,7 +77,7 @@ export const envSchema = z
     RATE_LIMIT_LOGIN_FAILURES_GLOBAL: rateLimit.default({ points: 100, durationSeconds: 60 * 60 }),
     /** The wait before answering a login to a username whose RATE_LIMIT_LOGIN_FAILURES_GLOBAL is spent. */
     LOGIN_BACKOFF_DELAY_MS: z.coerce.number().int().min(0).max(30_000).default(2_000),
-    /** argon2id hashes and verifications running at once per instance (64 MiB each while they run). */
+    /** argon2id hashes and verifications running at once per instance (19 MiB each while they run: lib/password.ts). */
     PASSWORD_HASH_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(4),
     /** Hashes waiting for a turn at most; past it a login, registration or password change is answered 503 at once. */
     PASSWORD_HASH_QUEUE: z.coerce.number().int().min(0).max(10_000).default(32),
@@ -109,6 +109,8 @@ export const envSchema = z
      * instance whose event loop stalls that long is taken for dead (it announces its users again).
      */
     PRESENCE_INSTANCE_TTL_MS: z.coerce.number().int().min(1_000).max(600_000).default(30_000),
+    /** How long after a user's last socket closes they are announced offline, unless back (presence.socket.ts); 0: at once. */
+    PRESENCE_GRACE_MS: z.coerce.number().int().min(0).max(300_000).default(10_000),
     /** When set, GET /metrics wants `Authorization: Bearer <METRICS_TOKEN>`. */
     METRICS_TOKEN: z.string().min(16, "at least 16 characters").optional(),
     LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),

@@ -67,6 +67,8 @@ const app = createApp({ config: { ...config, JWT_SECRET: jwtSecret }, db, logger
 // Redis commands fail rather than wait while it is away (src/lib/redis.ts): let it connect before serving
 // (bounded; without it the instance serves alone, logs "redis unavailable", and catches up when it comes).
 if (redis) await redisConnected(redis);
+// The users a graceful stop before this one left online stay so through their grace (api.md §8).
+await app.services.presence.takeOver().catch((error) => logger.warn({ err: error }, "presence not taken over"));
 const server = serve(app, config);
 
 let exiting = false;

@@ -55,7 +55,7 @@ export function maxRequestBodyBytes(config: Pick<Config, "BODY_LIMIT_BYTES" | "S
 
 /** Serves REST and Socket.IO on one port with one `Bun.serve`. */
 export function serve(
-  { app, io, services, lifecycle, slowClients, handshakes, fanout, pruning }: App,
+  { app, io, services, lifecycle, slowClients, handshakes, fanout, pruning, logger }: App,
   config: Pick<
     Config,
     | "PORT"
@@ -134,6 +134,8 @@ export function serve(
         await Promise.race([services.messages.close(), deadline]);
         // Polling clients fetch their acks with a new request; give them the chance before closing.
         await Promise.race([acksDelivered(io), deadline, Bun.sleep(ackFlushLimitMs)]);
+        // Before the sockets close: their users stay online through the restart (presence.socket.ts).
+        await Promise.race([services.presence.handOff().catch((error) => logger.warn({ err: error }, "presence not handed over")), deadline]);
         await io.close();
         services.presence.close();
         fanout.close();

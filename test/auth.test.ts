@@ -121,6 +121,26 @@ describe("POST /api/auth/register", () => {
     }
   });
 
+  test("hashes use OWASP's argon2id parameters (m=19 MiB, t=2, p=1); an older hash (Bun's default, 64 MiB) still signs in and is redone at that login", async () => {
+    const name = uniqueName("rehash");
+    const { user } = (await (await register(name)).json()) as { user: { id: number } };
+    const [fresh] = await sql`SELECT password_hash FROM users WHERE id = ${user.id}`;
+    expect(fresh.password_hash).toStartWith("$argon2id$v=19$m=19456,t=2,p=1$");
+
+    const old = await Bun.password.hash(password, { algorithm: "argon2id" });
+    expect(old).toStartWith("$argon2id$v=19$m=65536,t=2,p=1$");
+    await sql`UPDATE users SET password_hash = ${old} WHERE id = ${user.id}`;
+    // A wrong password changes nothing.
+    await expectError(await login(name, "not the password!"), 401, "INVALID_CREDENTIALS");
+    expect((await sql`SELECT password_hash FROM users WHERE id = ${user.id}`)[0].password_hash).toBe(old);
+
+    expect((await login(name)).status).toBe(200);
+    const [redone] = await sql`SELECT password_hash FROM users WHERE id = ${user.id}`;
+    expect(redone.password_hash).toStartWith("$argon2id$v=19$m=19456,t=2,p=1$");
+    expect(await Bun.password.verify(password, redone.password_hash)).toBe(true);
+    expect((await login(name)).status).toBe(200);
+  });
+
   test("fields a client should not set (role, id, passwordHash) are ignored", async () => {
     const name = uniqueName("mass");
     const res = await post(

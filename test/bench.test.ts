@@ -39,7 +39,7 @@ test("bun run bench --smoke runs every scenario and writes the results", async (
   if (exitCode !== 0) console.error(stderr);
   expect(exitCode).toBe(0);
   const markdown = await Bun.file(`${out}/RESULTS.md`).text();
-  for (const heading of ["## Targets", "## 1. Ingest", "## 2. Fan-out", "## 3. Read path", "## 4. Capacity", "## 5. Search", "## 6. Resume storm"]) expect(markdown).toContain(heading);
+  for (const heading of ["## Targets", "## 1. Ingest", "## 2. Fan-out", "## 3. Read path", "## 4. Capacity", "## 5. Search", "## 6. Reconnect storm after a restart", "## 7. Password hashing"]) expect(markdown).toContain(heading);
   if (baseline) expect(markdown).toContain("| Before and after |");
   expect(results!.machine.Bun).toBe(Bun.version);
 });
@@ -118,4 +118,14 @@ test.each(withBaseline)("resume storm on the %s: every client caught up with eve
   expect(run.liveAfter).toEqual({ missed: 0, duplicates: 0 });
   expect(run.rssKiB.peak).toBeGreaterThanOrEqual(run.rssKiB.before);
   expect(run.rssKiB.before).toBeGreaterThan(0);
+});
+
+test("password hashing: the service's argon2id parameters and Bun's default both measured, the service's hash made with its own", () => {
+  const [ours, bun] = results!.password!.sets;
+  expect(ours!.hash).toBe("$argon2id$v=19$m=19456,t=2,p=1");
+  expect(bun!.hash).toBe("$argon2id$v=19$m=65536,t=2,p=1");
+  for (const set of [ours!, bun!]) {
+    expect(set.hashMs.count).toBeGreaterThan(0);
+    expect(set.hashesPerSecond).toBeGreaterThan(0);
+  }
 });

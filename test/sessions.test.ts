@@ -1,9 +1,9 @@
-import { beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { decode, sign, verify } from "hono/jwt";
 import { io as ioClient } from "socket.io-client";
 import { createApp } from "../src/app.ts";
-import type { Db } from "../src/lib/db.ts";
+import { createDb, poolOf } from "../src/lib/db.ts";
 import { createLogger } from "../src/lib/logger.ts";
 import { expectError } from "./helpers/expect-error.ts";
 import { isMessage, record } from "./helpers/recorder.ts";
@@ -612,30 +612,26 @@ describe("revocation is checked in memory, not with a query per request", () => 
   /** Holds the result of the next session lookup until released (to stage a race), when armed. */
   let gate: { reached: () => void; release: Promise<void> } | undefined;
 
-  /** The test database's client, counting (and optionally holding) `session.findUnique`. */
-  const counted = new Proxy(t.database.db, {
-    get(target, property, receiver) {
-      const value = Reflect.get(target, property, receiver);
-      if (property !== "session") return typeof value === "function" ? value.bind(target) : value;
-      return new Proxy(value as object, {
-        get(sessions, method, sessionsReceiver) {
-          const fn = Reflect.get(sessions, method, sessionsReceiver);
-          if (method !== "findUnique") return typeof fn === "function" ? fn.bind(sessions) : fn;
-          return async (...args: unknown[]) => {
-            sessionLookups++;
-            const result = await (fn as (...a: unknown[]) => Promise<unknown>).apply(sessions, args);
-            const held = gate;
-            if (held) {
-              gate = undefined;
-              held.reached();
-              await held.release;
-            }
-            return result;
-          };
-        },
-      });
-    },
-  }) as Db;
+  /**
+   * A client of the test database of its own for the second app, whose node-postgres pool counts
+   * (and optionally holds) the access check's session lookups: the statement access-guard.ts sends.
+   */
+  const counted = createDb(t.database.url);
+  afterAll(() => counted.$disconnect());
+  const pool = poolOf(counted);
+  const query = pool.query.bind(pool) as (...args: unknown[]) => Promise<unknown>;
+  pool.query = (async (...args: unknown[]) => {
+    if ((args[0] as { name?: string } | undefined)?.name !== "access-guard-sessions") return query(...args);
+    sessionLookups++;
+    const result = await query(...args);
+    const held = gate;
+    if (held) {
+      gate = undefined;
+      held.reached();
+      await held.release;
+    }
+    return result;
+  }) as typeof pool.query;
   // A second app over the same database, with its own (cold) cache and no port: app.request().
   const second = createApp({ config: testConfig(t.database.url), db: counted, logger: createLogger("silent") });
   const request = async (path: string, init: RequestInit = {}): Promise<Response> => second.app.request(path, init);

@@ -12,8 +12,11 @@ export type TargetName = "service" | "baseline" | "reference" | "hello";
 export interface RunningTarget {
   name: TargetName;
   url: string;
-  pid: number;
+  /** The current process's (a restart starts another). */
+  readonly pid: number;
   stop(): Promise<void>;
+  /** SIGTERM, as a deploy does, then the same server again on the same port and database. */
+  restart(): Promise<void>;
 }
 
 const running = new Set<Subprocess>();
@@ -73,30 +76,40 @@ export async function startTarget(name: TargetName, databaseUrl: string): Promis
     RATE_LIMIT_SEARCH: "off",
   };
   const { cmd, cwd } = command(name);
-  const proc = Bun.spawn(cmd, { cwd, env, stdin: "ignore", stdout: "ignore", stderr: "inherit" });
-  running.add(proc);
   const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (proc.exitCode !== null) throw new Error(`${name} exited with ${proc.exitCode} before serving`);
-    const up = await fetch(`${url}/healthz`).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (up) break;
-    if (Date.now() > deadline) throw new Error(`${name} did not answer on ${url} within 30 s`);
-    await Bun.sleep(100);
-  }
+  const spawn = async () => {
+    const proc = Bun.spawn(cmd, { cwd, env, stdin: "ignore", stdout: "ignore", stderr: "inherit" });
+    running.add(proc);
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      if (proc.exitCode !== null) throw new Error(`${name} exited with ${proc.exitCode} before serving`);
+      const up = await fetch(`${url}/healthz`).then(
+        (r) => r.ok,
+        () => false,
+      );
+      if (up) return proc;
+      if (Date.now() > deadline) throw new Error(`${name} did not answer on ${url} within 30 s`);
+      await Bun.sleep(20);
+    }
+  };
+  const stop = async (proc: Subprocess) => {
+    proc.kill("SIGTERM");
+    const killer = setTimeout(() => proc.kill("SIGKILL"), 15_000);
+    await proc.exited;
+    clearTimeout(killer);
+    running.delete(proc);
+  };
+  let proc = await spawn();
   return {
     name,
     url,
-    pid: proc.pid,
-    async stop() {
-      proc.kill("SIGTERM");
-      const killer = setTimeout(() => proc.kill("SIGKILL"), 15_000);
-      await proc.exited;
-      clearTimeout(killer);
-      running.delete(proc);
+    get pid() {
+      return proc.pid;
+    },
+    stop: () => stop(proc),
+    async restart() {
+      await stop(proc);
+      proc = await spawn();
     },
   };
 }

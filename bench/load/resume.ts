@@ -1,8 +1,8 @@
 /**
- * Resume storm: C receivers in one channel, all connected; one marker message tells each the
- * newest seq (or message id) it has. Then all of them disconnect, a sender commits the events of
- * `plan` one after another while they are away (messages, and edits and deletions over REST), and
- * all of them reconnect at once. Timed from the first reconnect until every receiver has every
+ * Reconnect storm: C receivers in one channel, all connected; one marker message tells each the
+ * newest seq (or message id) it has. Then the server restarts (SIGTERM, started again), which cuts
+ * them all; a sender commits the events of `plan` one after another on the new process while they
+ * are away (messages, and edits and deletions over REST), and all of them reconnect at once. Timed from the first reconnect until every receiver has every
  * missed event, each exactly once and in order; each receiver's own catch-up time too.
  *
  * Two ways to catch up, one per kind of server:
@@ -14,7 +14,8 @@
  *
  * After everyone has caught up, one more message checks that each receiver is live again (in the
  * room, exactly once). Two READY lines bracket the storm, so bench/run.ts measures the server's
- * CPU and memory over the storm alone: "away" (events committed, receivers gone) and "caught-up".
+ * CPU and memory over the storm alone: "away" (events committed, receivers gone) and "caught-up";
+ * one before them, "restart", asks bench/scenarios.ts to restart the server.
  */
 import { Histogram } from "../lib/histogram.ts";
 import { connectMany, SioClient } from "../lib/sio-client.ts";
@@ -30,10 +31,13 @@ interface Settings {
   channelId: number;
   /** Committed while the receivers are away, in this order. */
   plan: PlanStep[];
-  /** How long the receivers stay away before the writes start (so the server has seen them go). */
-  awayMs: number;
-  /** Handshakes in flight at once when they come back: all of them, for a storm. */
-  reconnectConcurrency: number;
+  /**
+   * Each receiver's first reconnect is at a random moment within this window from the storm's
+   * start, as socket.io-client's jittered reconnection delay spreads them (0.5–1.5 s after the
+   * cut by default: a window of 1 s); a failed attempt is retried with its backoff (1 s, doubling
+   * up to 5 s, each ±50%), as long as the timeout allows.
+   */
+  reconnectWindowMs: number;
   timeoutMs: number;
 }
 
@@ -73,12 +77,19 @@ const markAck = (await sender.emitWithAck("message", { channelId, content: markT
 if (!markAck.ok || !(await waitFor(() => marked === n, 10_000))) throw new Error(`marker: ${marked} of ${n} receivers got it`);
 progress(`resume: ${n} receivers connected, at ${mode === "resume" ? "seq" : "id"} ${last[0]}`);
 
-// 2. Away: every receiver gone, then the plan committed one event at a time.
-for (const client of receivers) {
+// 2. Away: the server restarted under them (SIGTERM, as a deploy does, then the same server on the
+// same port and database: bench/scenarios.ts), every receiver cut; then the plan committed one event
+// at a time on the new process, before any receiver comes back.
+let cut = 0;
+for (const client of [...receivers, sender]) {
   client.onEvent = () => {};
-  client.close();
+  client.onClose = () => void cut++;
 }
-await Bun.sleep(settings.awayMs);
+report("READY", { phase: "restart" });
+await stdin.next();
+if (!(await waitFor(() => cut === n + 1, 10_000))) throw new Error(`restart: ${cut} of ${n + 1} clients saw their socket close`);
+progress(`resume: server restarted, all ${n} receivers cut`);
+const newSender = await SioClient.connect(url, settings.senderToken);
 const rest = (method: string, path: string, body?: unknown) =>
   fetch(`${url}${path}`, {
     method,
@@ -93,7 +104,7 @@ const live: number[] = [];
 const commitStarted = performance.now();
 for (const [i, step] of plan.entries()) {
   if (step === "message") {
-    const ack = (await sender.emitWithAck("message", { channelId, content: `rs:${i}` })) as { ok: boolean; message?: { id: number } };
+    const ack = (await newSender.emitWithAck("message", { channelId, content: `rs:${i}` })) as { ok: boolean; message?: { id: number } };
     if (!ack.ok) throw new Error(`send ${i} refused: ${JSON.stringify(ack)}`);
     expectedIds.push(ack.message!.id);
     live.push(ack.message!.id);
@@ -123,14 +134,38 @@ const distinctOf = new Int32Array(n);
 const perClient = new Histogram(1);
 /** Each client's handshake alone: from its reconnect to the server's "connected". */
 const connectTime = new Histogram(1);
-const counts = { missed: 0, duplicates: 0, outOfOrder: 0, wrongEvent: 0, unexpected: 0, resyncs: 0, failedConnects: 0 };
-/** Why reconnects failed ("refused: …", "connect timed out"…), and how often. */
+const counts = { missed: 0, duplicates: 0, outOfOrder: 0, wrongEvent: 0, unexpected: 0, resyncs: 0, failedConnects: 0, retried: 0 };
+/** Why reconnects failed for good ("refused: …", "connect timed out"…), and how often. */
 const failures: Record<string, number> = {};
+/** Why attempts failed that a retry then made up for. */
+const retries: Record<string, number> = {};
+const why = (error: unknown) => (error instanceof Error ? error.message : String(error));
 const failed = (error: unknown) => {
   counts.failedConnects++;
-  const why = error instanceof Error ? error.message : String(error);
-  failures[why] = (failures[why] ?? 0) + 1;
+  failures[why(error)] = (failures[why(error)] ?? 0) + 1;
 };
+// The same spread and backoff in every run (mulberry32, a fixed seed).
+let seed = 0x5eed;
+const random = () => {
+  seed = (seed + 0x6d2b79f5) | 0;
+  let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+  x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+  return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
+};
+/** `attempt` until it succeeds, with socket.io-client's backoff between tries, until the timeout. */
+async function withRetries<T>(attempt: () => Promise<T>): Promise<T> {
+  for (let k = 0; ; k++) {
+    try {
+      return await attempt();
+    } catch (error) {
+      const wait = Math.min(5_000, 1_000 * 2 ** k) * (0.5 + random());
+      if (performance.now() + wait - t0 > settings.timeoutMs) throw error;
+      counts.retried++;
+      retries[why(error)] = (retries[why(error)] ?? 0) + 1;
+      await Bun.sleep(wait);
+    }
+  }
+}
 let caughtUp = 0;
 const cpuBefore = process.cpuUsage();
 const t0 = performance.now();
@@ -166,7 +201,7 @@ async function resumeOne(r: number): Promise<SioClient | undefined> {
     if (distinctOf[r] === plan.length) finish(r, startedAt);
   };
   try {
-    const client = await SioClient.connect(url, settings.receiverTokens[r]!, { auth: { since: { [channelId]: base } }, onEvent, timeoutMs: settings.timeoutMs });
+    const client = await withRetries(() => SioClient.connect(url, settings.receiverTokens[r]!, { auth: { since: { [channelId]: base } }, onEvent, timeoutMs: 20_000 }));
     connectTime.record(performance.now() - startedAt);
     return client;
   } catch (error) {
@@ -180,7 +215,7 @@ async function historyOne(r: number): Promise<SioClient | undefined> {
   const startedAt = performance.now();
   let client: SioClient;
   try {
-    client = await SioClient.connect(url, settings.receiverTokens[r]!, { timeoutMs: settings.timeoutMs });
+    client = await withRetries(() => SioClient.connect(url, settings.receiverTokens[r]!, { timeoutMs: 20_000 }));
     connectTime.record(performance.now() - startedAt);
   } catch (error) {
     failed(error);
@@ -189,8 +224,16 @@ async function historyOne(r: number): Promise<SioClient | undefined> {
   const index = new Map(expectedIds.map((id, k) => [id, k]));
   const got = new Uint8Array(expectedIds.length);
   let previous = -1;
-  const res = await fetch(`${url}/api/messages?after=${last[r]}&limit=200`, { headers: { authorization: `Bearer ${settings.receiverTokens[r]}` } });
-  const page = res.ok ? ((await res.json()) as { id: number; channelId: number }[]) : [];
+  let page: { id: number; channelId: number }[] = [];
+  try {
+    page = await withRetries(async () => {
+      const res = await fetch(`${url}/api/messages?after=${last[r]}&limit=200`, { headers: { authorization: `Bearer ${settings.receiverTokens[r]}` } });
+      if (!res.ok) throw new Error(`history: ${res.status}`);
+      return (await res.json()) as { id: number; channelId: number }[];
+    });
+  } catch (error) {
+    failed(error);
+  }
   for (const message of page) {
     const k = index.get(message.id);
     if (k === undefined) {
@@ -210,13 +253,11 @@ async function historyOne(r: number): Promise<SioClient | undefined> {
 }
 
 const back: (SioClient | undefined)[] = new Array(n);
-let nextReceiver = 0;
+const firstAttemptAt = Array.from({ length: n }, () => random() * settings.reconnectWindowMs);
 await Promise.all(
-  Array.from({ length: Math.min(n, settings.reconnectConcurrency) }, async () => {
-    while (nextReceiver < n) {
-      const r = nextReceiver++;
-      back[r] = await (mode === "resume" ? resumeOne(r) : historyOne(r));
-    }
+  firstAttemptAt.map(async (delay, r) => {
+    await Bun.sleep(delay);
+    back[r] = await (mode === "resume" ? resumeOne(r) : historyOne(r));
   }),
 );
 if (mode === "resume") await waitFor(() => caughtUp === n, Math.max(0, settings.timeoutMs - (performance.now() - t0)));
@@ -240,10 +281,10 @@ receivers.forEach((client, r) => {
     if (liveGot[r]!++ > 0) liveDuplicates++;
   };
 });
-await sender.emitWithAck("message", { channelId, content: liveText });
+await newSender.emitWithAck("message", { channelId, content: liveText });
 await waitFor(() => liveGot.every((x) => x > 0), 5_000);
 const liveMissed = n - liveGot.filter((x) => x > 0).length;
-for (const client of [...receivers, sender]) client.close();
+for (const client of [...receivers, newSender]) client.close();
 
 report("RESULT", {
   mode,
@@ -259,6 +300,7 @@ report("RESULT", {
   connectMs: connectTime.summary(),
   ...counts,
   failures,
+  retries,
   liveAfter: { missed: liveMissed, duplicates: liveDuplicates },
 });
 process.exit(0);

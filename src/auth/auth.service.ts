@@ -3,7 +3,7 @@ import type { Config } from "../config.ts";
 import type { User } from "../generated/prisma/client.ts";
 import { isUniqueViolation, type Db } from "../lib/db.ts";
 import { AppError } from "../lib/errors.ts";
-import { prepareDummyHash, type PasswordHasher } from "../lib/password.ts";
+import { needsRehash, prepareDummyHash, type PasswordHasher } from "../lib/password.ts";
 import type { AuthUser, TokenSigner } from "../lib/tokens.ts";
 import type { SessionsService } from "../sessions/sessions.service.ts";
 import { nameSkeleton } from "../lib/names.ts";
@@ -52,6 +52,20 @@ export function createAuthService(deps: {
 
   const accessToken = (user: User, sessionId: string) =>
     signer.signAccess({ id: user.id, username: user.username, role: user.role, sessionId });
+
+  /**
+   * Replaces a hash made with older parameters, unless the password changed meanwhile (the row no
+   * longer holds `old`). Best effort: when the hasher is busy or the database does not answer, the
+   * old hash still verifies and the next login tries again.
+   */
+  async function rehash(userId: number, old: string, password: string): Promise<void> {
+    try {
+      const passwordHash = await hasher.hash(password);
+      await db.user.updateMany({ where: { id: userId, passwordHash: old }, data: { passwordHash } });
+    } catch {
+      // Kept as it was: see above.
+    }
+  }
 
   return {
     /** Creates the account and its first session in one statement. */
@@ -107,6 +121,8 @@ export function createAuthService(deps: {
       }
       // Only someone who knows the password learns that the account is banned.
       if (user.bannedAt) throw new AppError("BANNED", "This account is banned");
+      // A hash from before the current parameters (password.ts): redone now that the password is known.
+      if (needsRehash(user.passwordHash)) await rehash(user.id, user.passwordHash, password);
       const session = sessions.newSession();
       await db.session.create({ data: { ...session.create, userId: user.id } });
       await audit.record({ actorId: user.id, action: "login", targetType: "session", targetId: session.id, ip });

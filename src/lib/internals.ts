@@ -174,6 +174,7 @@ export interface AdapterSocket {
 export interface AdapterInternals {
   nsp: { name: string; server: object; sockets: Map<string, AdapterSocket> };
   sids: Map<string, Set<string>>;
+  rooms: Map<string, Set<string>>;
   encoder: { encode(packet: unknown): unknown[] };
   apply(opts: BroadcastOptions, callback: (socket: AdapterSocket) => void): void;
 }

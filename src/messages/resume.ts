@@ -1,4 +1,5 @@
 import type { Db } from "../lib/db.ts";
+import { engineSession, websocketOf } from "../lib/internals.ts";
 import { validationError } from "../lib/errors.ts";
 import type { Logger } from "../lib/logger.ts";
 import { channelRoom, type ChatServer, type ChatSocket } from "../realtime/rooms.ts";
@@ -119,11 +120,18 @@ export function createResumer(deps: { db: Db; sequencer: Pick<Sequencer<LoggedEv
       // Pruned between the bounds and this read: no longer replayable.
       if (events[0]?.seq !== last + 1) return resync(socket, channelId);
       if (!stillWanted(socket, channelId)) return done(socket, channelId);
-      for (const event of events) {
-        if (event.seq !== last + 1) break;
-        socket.emit(event.type, event.data as never);
-        last = event.seq;
-      }
+      const send = () => {
+        for (const event of events) {
+          if (event.seq !== last + 1) break;
+          socket.emit(event.type, event.data as never);
+          last = event.seq;
+        }
+      };
+      // On websocket the transport sends each packet at once: corked, the page goes out in one
+      // write instead of one per event (a storm replays a million events).
+      const websocket = websocketOf(engineSession(socket));
+      if (websocket) websocket.cork(send);
+      else send();
     }
   }
 

@@ -100,7 +100,7 @@ export function createMetrics({
     });
   }
   if (passwordHashing) {
-    readGauge("chat_password_hashes_in_flight", "argon2id hashes and verifications running now (64 MiB each)", () => passwordHashing().inFlight);
+    readGauge("chat_password_hashes_in_flight", "argon2id hashes and verifications running now (19 MiB each)", () => passwordHashing().inFlight);
     readGauge("chat_password_hashes_in_flight_max", "The most argon2id runs at once since start (at most PASSWORD_HASH_CONCURRENCY)", () => passwordHashing().inFlightMax);
     readGauge("chat_password_hashes_queued", "Password checks waiting for a turn (at most PASSWORD_HASH_QUEUE)", () => passwordHashing().queued);
   }

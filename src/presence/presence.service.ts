@@ -13,6 +13,8 @@ export interface Presence {
   disconnected(userId: number): Promise<boolean>;
   /** The ids of online users, ascending. */
   online(): Promise<number[]>;
+  /** Whether the user has a socket counted anywhere (with Redis: on any live instance). */
+  isOnline(userId: number): Promise<boolean>;
   /** Stops this instance's heartbeat (with Redis): unless its sockets closed first, its users are then announced offline by another instance. */
   close(): void;
 }
@@ -58,6 +60,9 @@ function memoryPresence(): Presence {
     },
     async online() {
       return ascending([...sockets.keys()]);
+    },
+    async isOnline(userId) {
+      return sockets.has(userId);
     },
     close() {},
   };
@@ -126,7 +131,7 @@ function redisPresence(redis: RedisClient, ttlMs: number, onLapse: NonNullable<P
    * The user's count over every instance that counts once `delta` is applied, and whether a
    * rewrite on the way announced them online already; undefined when Redis did not answer.
    */
-  const count = async (userId: number, delta: 1 | -1): Promise<{ total: number; announced: boolean } | undefined> => {
+  const count = async (userId: number, delta: 1 | -1 | 0): Promise<{ total: number; announced: boolean } | undefined> => {
     const change = changes;
     const total = async (d: number) => {
       const n = Number(await redis.eval(countScript, 3, keys.counts, keys.instances, keys.alive, String(userId), String(d), prefix, ttl, instanceId, countsTtl));
@@ -191,6 +196,10 @@ function redisPresence(redis: RedisClient, ttlMs: number, onLapse: NonNullable<P
       } catch {
         return ascending([...sockets.keys()]);
       }
+    },
+    async isOnline(userId) {
+      const counted = await count(userId, 0);
+      return counted ? counted.total > 0 : sockets.has(userId);
     },
     close() {
       clearInterval(heartbeat);

@@ -1,26 +1,109 @@
 import type { Logger } from "../lib/logger.ts";
 import type { ChatServer, ChatSocket } from "../realtime/rooms.ts";
+import type { PresenceHandoff } from "./presence-handoff.ts";
 import type { Presence } from "./presence.service.ts";
 
 /**
- * Presence counts users, not sockets: only the first socket in and the last out are news, told to
- * every socket. A socket counts once its session has been re-checked (realtime.ts), so one cut at
- * once is never announced.
+ * Presence as clients see it (api.md §8): counts users, not sockets, so only a user's first socket
+ * in and last one out are news, told to every socket. A socket counts once its session has been
+ * re-checked (realtime.ts), so one cut at once is never announced.
+ *
+ * Offline waits `graceMs` (PRESENCE_GRACE_MS): a user whose last socket closed and who is back
+ * within it (a network blip, a page reload, a restart of the server) was never announced offline,
+ * so their return is not announced either, and `GET /api/presence` lists them meanwhile. Without it
+ * every reconnect storm would announce every user to every socket, twice: ten thousand clients
+ * coming back are a hundred million frames.
+ *
+ * A restart keeps the grace: a graceful stop hands the users online here to the next process
+ * through the database (`handoff`, one instance; with Redis the instances share the counts instead,
+ * see `handOff`), which takes them over (`takeOver`) as users in their grace.
  */
-export function presenceAnnouncer(io: ChatServer, presence: Presence, logger: Logger) {
-  const announce = async (userId: number, changed: Promise<boolean>, status: "online" | "offline") => {
-    try {
-      if (await changed) io.emit("presence", { userId, status });
-    } catch (error) {
-      logger.warn({ err: error, userId }, "presence could not be updated");
-    }
+export interface PresenceAnnouncer {
+  /** Counts the socket in (announcing its user online if first) and out when it disconnects. */
+  counted(socket: ChatSocket): Promise<void>;
+  /** Online user ids, ascending: those counted, and those within their grace (not announced offline). */
+  online(): Promise<number[]>;
+  /** Graceful stop, before the sockets are closed (server.ts). */
+  handOff(): Promise<void>;
+  /** At start, before serving (index.ts): the users the previous process handed over, in their grace. */
+  takeOver(): Promise<void>;
+  close(): void;
+}
+
+export function presenceAnnouncer(
+  io: ChatServer,
+  presence: Presence,
+  { logger, graceMs, handoff }: { logger: Logger; graceMs: number; handoff?: PresenceHandoff },
+): PresenceAnnouncer {
+  /** Users whose last socket closed, not announced offline yet: when they will be. */
+  const leaving = new Map<number, { until: number; timer: ReturnType<typeof setTimeout> }>();
+  /** Set by `handOff`: the sockets closing now are the server's doing, not their users'. */
+  let stopping = false;
+
+  const emit = (userId: number, status: "online" | "offline") => io.emit("presence", { userId, status });
+  const stay = (userId: number) => {
+    clearTimeout(leaving.get(userId)?.timer);
+    return leaving.delete(userId);
   };
+  /** At the end of the grace: offline, unless a socket of theirs is counted again (with Redis, anywhere). */
+  const settle = async (userId: number) => {
+    leaving.delete(userId);
+    if (!(await presence.isOnline(userId))) emit(userId, "offline");
+  };
+  const leave = (userId: number, until: number) => {
+    stay(userId);
+    const timer = setTimeout(() => void settle(userId).catch((error) => logger.warn({ err: error, userId }, "presence could not be updated")), Math.max(0, until - Date.now()));
+    leaving.set(userId, { until, timer });
+  };
+  const warned = (userId: number) => (error: unknown) => logger.warn({ err: error, userId }, "presence could not be updated");
+
+  async function gone(userId: number): Promise<void> {
+    if (!(await presence.disconnected(userId))) return;
+    // Stopping with a handoff: the next process announces them, or not, when their grace ends.
+    if (stopping && handoff) return;
+    if (graceMs === 0 || stopping) return void emit(userId, "offline");
+    leave(userId, Date.now() + graceMs);
+  }
+
   return {
-    /** Counts the socket in (announcing its user online if first) and out when it disconnects. */
-    async counted(socket: ChatSocket): Promise<void> {
+    async counted(socket) {
       const userId = socket.data.user.id;
-      socket.on("disconnect", () => void announce(userId, presence.disconnected(userId), "offline"));
-      await announce(userId, presence.connected(userId), "online");
+      socket.on("disconnect", () => void gone(userId).catch(warned(userId)));
+      try {
+        if (!(await presence.connected(userId))) return;
+        // Back within their grace: nobody was told they had gone.
+        if (stay(userId)) return;
+        emit(userId, "online");
+      } catch (error) {
+        warned(userId)(error);
+      }
+    },
+    async online() {
+      const counted = await presence.online();
+      if (leaving.size === 0) return counted;
+      return [...new Set([...counted, ...leaving.keys()])].sort((a, b) => a - b);
+    },
+    async handOff() {
+      stopping = true;
+      if (!handoff) {
+        // With Redis no process takes over: the users still in their grace are settled now, and
+        // those of the sockets closing now are announced as they close (to the other instances).
+        await Promise.all([...leaving.keys()].map((userId) => settle(userId).catch(warned(userId))));
+        return;
+      }
+      const until = Date.now() + graceMs;
+      const users = new Map<number, number>(Array.from(leaving, ([userId, left]) => [userId, left.until]));
+      for (const userId of await presence.online()) users.set(userId, until);
+      for (const userId of leaving.keys()) stay(userId);
+      if (graceMs > 0) await handoff.save(users);
+    },
+    async takeOver() {
+      if (!handoff) return;
+      for (const [userId, until] of await handoff.take()) if (until > Date.now()) leave(userId, until);
+    },
+    close() {
+      for (const userId of leaving.keys()) stay(userId);
+      presence.close();
     },
   };
 }

@@ -53,6 +53,17 @@ const hooksKey = Symbol.for("chat.nativeFanout.hooks");
 const patchedKey = Symbol.for("chat.nativeFanout.patched");
 /** Polling sockets already waiting for their upgrade, so each gets one listener. */
 const awaitingUpgrade = new WeakSet<AdapterSocket>();
+/**
+ * Per adapter, its connected sockets that no publish reaches (on polling, or mid-upgrade), by id:
+ * after a publish that reached every subscriber, only these are written to one by one, so a
+ * broadcast costs JavaScript work per polling socket, not per socket in the room.
+ */
+const unpublishedByAdapter = new WeakMap<AdapterInternals, Map<string, AdapterSocket>>();
+function unpublishedOf(adapter: AdapterInternals): Map<string, AdapterSocket> {
+  let sockets = unpublishedByAdapter.get(adapter);
+  if (!sockets) unpublishedByAdapter.set(adapter, (sockets = new Map()));
+  return sockets;
+}
 
 /** Broadcasts of `io` go through `server.publish` from now on. Call once `server` listens. */
 export function enableNativeFanout(io: { of(namespace: "/"): { adapter: object } }, server: Publisher, hooks: FanoutHooks = {}): void {
@@ -83,6 +94,7 @@ function subscribe(adapter: AdapterInternals, id: string, socket: AdapterSocket,
   const websocket = websocketOf(socket);
   const namespace = adapter.nsp.name;
   if (!websocket) {
+    unpublishedOf(adapter).set(id, socket);
     if (awaitingUpgrade.has(socket)) return;
     awaitingUpgrade.add(socket);
     engineSession(socket).once("upgrade", () => {
@@ -94,6 +106,7 @@ function subscribe(adapter: AdapterInternals, id: string, socket: AdapterSocket,
   if (!websocket.isSubscribed(namespace)) {
     websocket.subscribe(namespace);
     rooms = adapter.sids.get(id) ?? [];
+    unpublishedOf(adapter).delete(id);
   }
   for (const room of rooms) websocket.subscribe(topicOf(namespace, room));
 }
@@ -125,6 +138,7 @@ function patchAdapter(prototype: Adapter): void {
   // this namespace may reach it any more, the namespace's own included.
   prototype.delAll = function (this: Adapter, id) {
     const adapter = adapterInternals(this);
+    unpublishedByAdapter.get(adapter)?.delete(id);
     const websocket = publisherOf(adapter) ? websocketOf(adapter.nsp.sockets.get(id)) : undefined;
     if (websocket) {
       const namespace = adapter.nsp.name;
@@ -152,8 +166,21 @@ function patchAdapter(prototype: Adapter): void {
     const topic = room === undefined ? adapter.nsp.name : topicOf(adapter.nsp.name, room);
     // "4" is Engine.IO's "message" packet type, which the websocket transport would prepend.
     const status = publisher.publish(topic, `4${text}`);
-    const backpressured = status <= 0 ? hooksOf(adapter)?.publishBackpressured : undefined;
     const packetOpts = { preEncoded: true as const, compress: flags.compress };
+    if (status > 0) {
+      // Every subscriber has it (nothing queued, nobody dropped): only the sockets no publish
+      // reaches are left, one by one. (An `onAnyOutgoing` listener sees a published packet only
+      // on those: nothing here listens so.)
+      const members = room === undefined ? undefined : adapter.rooms.get(room);
+      if (room !== undefined && !members) return;
+      for (const [id, socket] of unpublishedOf(adapter)) {
+        if (members && !members.has(id)) continue;
+        socket.notifyOutgoingListeners?.(packet);
+        socket.client.writeToEngine(encoded, packetOpts);
+      }
+      return;
+    }
+    const backpressured = hooksOf(adapter)?.publishBackpressured;
     adapter.apply(opts, (socket) => {
       socket.notifyOutgoingListeners?.(packet);
       const websocket = websocketOf(socket);

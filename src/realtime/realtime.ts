@@ -1,3 +1,4 @@
+import DataLoader from "dataloader";
 import { toAppError } from "../lib/errors.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import type { Logger } from "../lib/logger.ts";
@@ -5,7 +6,8 @@ import type { Resumer } from "../messages/resume.ts";
 import type { Authenticator } from "../sessions/authenticator.ts";
 import type { Disconnector } from "../sessions/revocations.ts";
 import type { MembershipEvents } from "../channels/channels.service.ts";
-import type { Db } from "../lib/db.ts";
+import { batchedLoads } from "../lib/batched-loads.ts";
+import { poolOf, type Db } from "../lib/db.ts";
 import { budgetEvents, type EventBudget } from "./event-budget.ts";
 import { clientEvents } from "./events.ts";
 import { channelRoom, sessionRoom, userRoom, type ChatServer, type ChatSocket } from "./rooms.ts";
@@ -101,13 +103,28 @@ function settleChannels(io: ChatServer, socket: ChatSocket): number[] {
  * so a join or leave during a handshake is not lost (on this instance).
  */
 export function loadSocketChannels(io: ChatServer, db: Db): void {
+  // The handshakes of one tick (a reconnect storm brings hundreds) read their channels in one
+  // prepared statement, straight to node-postgres (as access-guard.ts does, for the same reason).
+  const pool = poolOf(db);
+  const channelsOf = new DataLoader(
+    async (userIds: readonly number[]) => {
+      const { rows } = await pool.query<{ user_id: number; channel_ids: number[] }>({
+        name: "socket-channels",
+        text: "SELECT user_id, array_agg(channel_id) AS channel_ids FROM channel_members WHERE user_id = ANY($1::int[]) GROUP BY user_id",
+        values: [userIds],
+      });
+      const byUser = new Map(rows.map((row) => [row.user_id, row.channel_ids]));
+      return userIds.map((id) => byUser.get(id) ?? []);
+    },
+    batchedLoads(),
+  );
   io.use(async (socket, next) => {
     startHandshake(io, socket);
     // A handshake abandoned after this point (client gone, a later middleware refusing) ends here.
     socket.conn.once("close", () => endHandshake(io, socket));
     try {
-      const rows = await db.channelMember.findMany({ where: { userId: socket.data.user.id }, select: { channelId: true } });
-      socket.data.channelIds = rows.map((r) => r.channelId);
+      // A copy: two sockets of one user in one batch share the loaded array.
+      socket.data.channelIds = [...(await channelsOf.load(socket.data.user.id))];
       next();
     } catch {
       endHandshake(io, socket);

@@ -27,6 +27,8 @@ export function productionEnv(databaseUrl: string, overrides: Record<string, str
     SOCKET_EVENT_RATE: "off",
     SOCKET_HANDSHAKE_RATE_PER_IP: "off",
     RATE_LIMIT_SEARCH: "off",
+    // Offline at once, as the presence tests expect; test/presence-grace.test.ts tests the grace.
+    PRESENCE_GRACE_MS: "0",
     ...overrides,
   };
   return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined));

@@ -40,6 +40,8 @@ export function testConfig(databaseUrl: string, overrides: Record<string, string
     PASSWORD_HASH_QUEUE: "10000",
     SOCKET_HANDSHAKE_RATE_PER_IP: "off",
     RATE_LIMIT_SEARCH: "off",
+    // Offline at once, as the presence tests expect; test/presence-grace.test.ts tests the grace.
+    PRESENCE_GRACE_MS: "0",
     ...overrides,
   });
   return { ...config, JWT_SECRET: config.JWT_SECRET ?? testJwtSecret };
