@@ -5,6 +5,7 @@ import type { Config } from "./config.ts";
 import { checkLibraryVersions, engineSession, queuedPackets } from "./lib/internals.ts";
 import { drainingHeaders, shuttingDown } from "./middleware/draining.ts";
 import { enableNativeFanout } from "./realtime/native-fanout.ts";
+import { isBroadcastRoom } from "./realtime/rooms.ts";
 import { boundedPoll, engineBadRequest, isBadUpgrade } from "./realtime/socket-requests.ts";
 
 export interface RunningServer {
@@ -120,7 +121,7 @@ export function serve(
     return bounded instanceof Response ? bounded : engine.handleRequest(bounded, bunServer);
   }
   // Broadcasts to websocket clients: one encode and one Bun publish per room (see native-fanout.ts).
-  enableNativeFanout(io, server, { publishBackpressured: slowClients.publishBackpressured });
+  enableNativeFanout(io, server, { publishBackpressured: slowClients.publishBackpressured, isTopic: isBroadcastRoom });
 
   let stopping: Promise<void> | undefined;
   return {

@@ -9,13 +9,14 @@ const refusalsKept = 32;
  * that a client sending to a channel it cannot use costs one query, not one per event; events
  * arriving while that query runs wait for its answer. A member's answer is not kept: its socket
  * is about to be in the channel's room, which settles it without a query. At most
- * `refusalsKept` channels, the oldest dropped first; the socket's own, so it goes with it.
+ * `refusalsKept` channels per socket, the oldest dropped first; kept by socket, so they go with it.
  */
 export function channelRefusals() {
-  // Made on first use: most sockets never send to a channel they are not in, and each socket holds one.
-  let known: Map<number, { answer: Promise<unknown>; until: number }> | undefined;
-  return (channelId: number, ask: () => Promise<unknown>): Promise<unknown> => {
-    const cache = (known ??= new Map());
+  // A socket's map is made on first use: most sockets never send to a channel they are not in.
+  const bySocket = new WeakMap<object, Map<number, { answer: Promise<unknown>; until: number }>>();
+  return (socket: object, channelId: number, ask: () => Promise<unknown>): Promise<unknown> => {
+    let cache = bySocket.get(socket);
+    if (!cache) bySocket.set(socket, (cache = new Map()));
     const hit = cache.get(channelId);
     if (hit && hit.until > Date.now()) return hit.answer;
     const entry = { answer: ask(), until: Infinity };

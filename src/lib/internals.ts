@@ -140,6 +140,8 @@ export interface EnginePacket {
 interface EngineSessionInternals {
   writeBuffer: EnginePacket[];
   transport: { name: string; socket?: ServerWebSocket<unknown> };
+  /** The handshake request as the engine copied it (url, every header, the query): read by socket.io's `handshake` only. */
+  request?: object;
 }
 
 /**
@@ -153,6 +155,19 @@ export function websocketOf(session: EngineSession): ServerWebSocket<unknown> | 
   const transport = (session as unknown as EngineSessionInternals).transport;
   return transport.name === "websocket" ? transport.socket : undefined;
 }
+
+/**
+ * Lets go of the handshake request once Socket.IO has built `socket.handshake` from it: nothing
+ * reads either afterwards (the token and `since` are gone from `auth` already), and every header
+ * string of every handshake would otherwise live as long as its socket.
+ */
+export function dropHandshakeRequest(socket: { conn: unknown; handshake: { headers: object; query: object } }): void {
+  (engineSession(socket) as unknown as EngineSessionInternals).request = undefined;
+  socket.handshake.headers = nothing;
+  socket.handshake.query = nothing;
+}
+/** One empty object for every socket's dropped headers and query. */
+const nothing = Object.freeze({});
 
 /** Packets the session holds for its client (its private `writeBuffer`): on polling, until the next GET takes them. */
 export const queuedPackets = (session: EngineSession): readonly EnginePacket[] => (session as unknown as EngineSessionInternals).writeBuffer;

@@ -65,10 +65,16 @@ export function presenceAnnouncer(
     leave(userId, Date.now() + graceMs);
   }
 
+  // One listener for every socket (Socket.IO calls it with the socket as `this`), not one each.
+  function disconnected(this: ChatSocket) {
+    const userId = this.data.user.id;
+    void gone(userId).catch(warned(userId));
+  }
+
   return {
     async counted(socket) {
       const userId = socket.data.user.id;
-      socket.on("disconnect", () => void gone(userId).catch(warned(userId)));
+      socket.on("disconnect", disconnected);
       try {
         if (!(await presence.connected(userId))) return;
         // Back within their grace: nobody was told they had gone.

@@ -19,6 +19,8 @@ type ChatSocket = Parameters<Parameters<ChatServer["use"]>[0]>[0];
 /** A handshake from its admission until it is authenticated or gone: one pending slot of its address. */
 interface Slot {
   address: string;
+  /** Until released: the request it was admitted with (the engine keeps that alive as long as the session). */
+  request?: Request;
   session?: EngineSession;
   /** Ends the session if it is still pending at the connect timeout. */
   deadline?: ReturnType<typeof setTimeout>;
@@ -83,6 +85,9 @@ export function handshakeLimits(
     if (left > 0) pendingByAddress.set(slot.address, left);
     else pendingByAddress.delete(slot.address);
     clearTimeout(slot.deadline);
+    slot.deadline = undefined;
+    if (slot.request) slotOfRequest.delete(slot.request);
+    slot.request = undefined;
     if (slot.session) slotOfSession.delete(slot.session);
   };
 
@@ -109,6 +114,7 @@ export function handshakeLimits(
         if (error instanceof AppError) return refusal(request, error);
         throw error;
       }
+      slot.request = request;
       slotOfRequest.set(request, slot);
       return undefined;
     },
@@ -117,13 +123,15 @@ export function handshakeLimits(
       if (slot && !slot.session) release(slot);
     },
     watch(engine) {
+      // One listener for every session (the engine calls it with the session as `this`), not one each.
+      function closed(this: EngineSession) {
+        openSessions -= 1;
+        const slot = slotOfSession.get(this);
+        if (slot) release(slot);
+      }
       engine.on("connection", (session, request) => {
         openSessions += 1;
-        session.once("close", () => {
-          openSessions -= 1;
-          const slot = slotOfSession.get(session);
-          if (slot) release(slot);
-        });
+        session.once("close", closed);
         const slot = slotOfRequest.get(request);
         if (!slot || slot.released) return;
         slot.session = session;
@@ -152,21 +160,45 @@ export const tooManyConnections = "Too many connections";
 export function capSocketsPerUser(io: ChatServer, { max, connectTimeoutMs }: { max: number | null; connectTimeoutMs: number }): void {
   if (max === null) return;
   const byUser = new Map<number, Set<ChatSocket>>();
+  /** Admitted sockets not connected yet, by their connection: the timer that gives the place back if they never do. */
+  const admitted = new WeakMap<object, { socket: ChatSocket; unconnected: ReturnType<typeof setTimeout> }>();
+  const release = (socket: ChatSocket) => {
+    const pending = admitted.get(socket.conn);
+    if (pending?.socket === socket) {
+      clearTimeout(pending.unconnected);
+      socket.conn.off("close", connectionClosed);
+      admitted.delete(socket.conn);
+    }
+    const userId = socket.data.user.id;
+    const sockets = byUser.get(userId);
+    if (!sockets?.delete(socket)) return;
+    if (sockets.size === 0) byUser.delete(userId);
+  };
+  // Shared by every socket and connection (called with it as `this`): nothing per socket but its place.
+  function disconnected(this: ChatSocket) {
+    release(this);
+  }
+  function connectionClosed(this: object) {
+    const pending = admitted.get(this);
+    if (pending) release(pending.socket);
+  }
+  // Connected: from now on its "disconnect" gives the place back.
+  io.on("connection", (socket) => {
+    const pending = admitted.get(socket.conn);
+    if (pending?.socket !== socket) return;
+    clearTimeout(pending.unconnected);
+    socket.conn.off("close", connectionClosed);
+    admitted.delete(socket.conn);
+  });
   io.use((socket, next) => {
     const userId = socket.data.user.id;
     const sockets = byUser.get(userId) ?? new Set<ChatSocket>();
     if (sockets.size >= max) return next(new Error(tooManyConnections));
     byUser.set(userId, sockets);
     sockets.add(socket);
-    const release = () => {
-      clearTimeout(unconnected);
-      socket.conn.off("close", release);
-      sockets.delete(socket);
-      if (sockets.size === 0 && byUser.get(userId) === sockets) byUser.delete(userId);
-    };
-    const unconnected = setTimeout(() => socket.connected || release(), connectTimeoutMs);
-    socket.once("disconnect", release);
-    socket.conn.once("close", release);
+    admitted.set(socket.conn, { socket, unconnected: setTimeout(() => socket.connected || release(socket), connectTimeoutMs) });
+    socket.once("disconnect", disconnected);
+    socket.conn.once("close", connectionClosed);
     next();
   });
 }

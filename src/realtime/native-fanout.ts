@@ -40,6 +40,12 @@ export interface Publisher {
 export interface FanoutHooks {
   /** A publish returned -1 or 0: called with each socket subscribed to its topic. */
   publishBackpressured?(socket: object, websocket: ServerWebSocket<unknown>): void;
+  /**
+   * Whether a room gets a Bun topic (default: every room). A topic costs Bun memory per subscriber;
+   * a room nothing broadcasts to in bulk (a socket's own id room, one session's) is better reached
+   * socket by socket, through socket.io, on the rare occasion it is.
+   */
+  isTopic?(room: string): boolean;
 }
 
 // The topic separator of uws.js (ASCII unit separator): no room name of ours contains it.
@@ -108,7 +114,8 @@ function subscribe(adapter: AdapterInternals, id: string, socket: AdapterSocket,
     rooms = adapter.sids.get(id) ?? [];
     unpublishedOf(adapter).delete(id);
   }
-  for (const room of rooms) websocket.subscribe(topicOf(namespace, room));
+  const isTopic = hooksOf(adapter)?.isTopic;
+  for (const room of rooms) if (room !== id && (!isTopic || isTopic(room))) websocket.subscribe(topicOf(namespace, room));
 }
 
 const patchedMethods = ["addAll", "del", "delAll", "broadcast"] as const;
@@ -156,13 +163,17 @@ function patchAdapter(prototype: Adapter): void {
     // dropped per socket whose transport is busy, which a publish cannot do.
     if (!publisher || opts.rooms.size > 1 || (opts.except?.size ?? 0) > 0 || flags.volatile) return original.broadcast.call(this, packet, opts);
 
+    const [room] = opts.rooms;
+    // A room without a topic (see FanoutHooks.isTopic; a socket's own id room never has one).
+    const isTopic = hooksOf(adapter)?.isTopic;
+    if (room !== undefined && (adapter.nsp.sockets.has(room) || (isTopic && !isTopic(room)))) return original.broadcast.call(this, packet, opts);
+
     packet.nsp = adapter.nsp.name;
     const encoded = adapter.encoder.encode(packet);
     const [text] = encoded;
     // Binary attachments travel as separate frames: left to socket.io (it encodes again).
     if (encoded.length !== 1 || typeof text !== "string") return original.broadcast.call(this, packet, opts);
 
-    const [room] = opts.rooms;
     const topic = room === undefined ? adapter.nsp.name : topicOf(adapter.nsp.name, room);
     // "4" is Engine.IO's "message" packet type, which the websocket transport would prepend.
     const status = publisher.publish(topic, `4${text}`);

@@ -8,6 +8,7 @@ import type { Disconnector } from "../sessions/revocations.ts";
 import type { MembershipEvents } from "../channels/channels.service.ts";
 import { batchedLoads } from "../lib/batched-loads.ts";
 import { poolOf, type Db } from "../lib/db.ts";
+import { dropHandshakeRequest } from "../lib/internals.ts";
 import { budgetEvents, type EventBudget } from "./event-budget.ts";
 import { clientEvents } from "./events.ts";
 import { channelRoom, sessionRoom, userRoom, type ChatServer, type ChatSocket } from "./rooms.ts";
@@ -84,8 +85,14 @@ function endHandshake(io: ChatServer, socket: ChatSocket): Map<number, boolean> 
   return changes;
 }
 
+/** Each handshaking socket's listener for its connection closing first (it ends the handshake), removed once connected. */
+const abandonedOnClose = new WeakMap<ChatSocket, () => void>();
+
 /** The channels read at the handshake, corrected by the joins and leaves applied since. */
 function settleChannels(io: ChatServer, socket: ChatSocket): number[] {
+  const abandoned = abandonedOnClose.get(socket);
+  if (abandoned) socket.conn.off("close", abandoned);
+  abandonedOnClose.delete(socket);
   const changes = endHandshake(io, socket);
   if (!changes?.size) return socket.data.channelIds;
   const channelIds = new Set(socket.data.channelIds);
@@ -121,7 +128,9 @@ export function loadSocketChannels(io: ChatServer, db: Db): void {
   io.use(async (socket, next) => {
     startHandshake(io, socket);
     // A handshake abandoned after this point (client gone, a later middleware refusing) ends here.
-    socket.conn.once("close", () => endHandshake(io, socket));
+    const abandoned = () => endHandshake(io, socket);
+    abandonedOnClose.set(socket, abandoned);
+    socket.conn.once("close", abandoned);
     try {
       // A copy: two sockets of one user in one batch share the loaded array.
       socket.data.channelIds = [...(await channelsOf.load(socket.data.user.id))];
@@ -189,8 +198,13 @@ export function handleConnections(
   },
 ): void {
   const { eventBudget, handlers, resumer, presence, authenticator, logger, metrics } = deps;
+  // One listener for every socket (Socket.IO calls it with the socket as `this`), not one each.
+  function disconnected(this: ChatSocket, reason: string) {
+    logger.info({ socketId: this.id, userId: this.data.user.id, transport: this.conn.transport.name, reason }, "socket disconnected");
+  }
   io.on("connection", (socket: ChatSocket) => {
     const { id: userId, sessionId } = socket.data.user;
+    dropHandshakeRequest(socket);
 
     // Before any handler, for every event of any name: past its budget an event goes no further.
     budgetEvents(socket, eventBudget, {
@@ -201,9 +215,8 @@ export function handleConnections(
     });
     for (const handle of handlers) handle(socket);
 
-    const transport = () => socket.conn.transport.name;
-    logger.info({ socketId: socket.id, userId, transport: transport() }, "socket connected");
-    socket.on("disconnect", (reason) => logger.info({ socketId: socket.id, userId, transport: transport(), reason }, "socket disconnected"));
+    logger.info({ socketId: socket.id, userId, transport: socket.conn.transport.name }, "socket connected");
+    socket.on("disconnect", disconnected);
 
     // Synchronously with settling: from here on, membership changes reach it through its user room.
     void socket.join([userRoom(userId), sessionRoom(sessionId)]);

@@ -119,34 +119,42 @@ export function guardSlowClients(io: IoServer, { maxBufferedBytes, onDrop }: { m
   const report = (socket: IoSocket, transport: SlowClientDrop["transport"], bufferedBytes: number) =>
     onDrop({ socketId: socket.id, userId: socket.data.user?.id, transport, bufferedBytes, limitBytes: maxBufferedBytes });
 
+  /** Each connection's Socket.IO socket, for the listeners below (shared by every connection: `this` is the connection). */
+  const socketOf = new WeakMap<EngineSession, IoSocket>();
+  function flushed(this: EngineSession) {
+    queuedFor.delete(this);
+  }
+  function packetCreated(this: EngineSession, packet: EnginePacket) {
+    const conn = this;
+    const socket = socketOf.get(conn);
+    if (!socket) return;
+    const transport = conn.transport;
+    if (transport.writable) {
+      // Written at once; on a websocket, Bun queues what the kernel does not take (and enforces the cap).
+      const websocket = websocketOf(conn);
+      if (websocket) noteBuffered(socket, websocket);
+      return;
+    }
+    // Kept in the Engine.IO socket until the client polls again.
+    const held = queuedFor.get(conn) ?? 0;
+    const queued = held + packetBytes(packet);
+    queuedFor.set(conn, queued);
+    if (queued <= maxBufferedBytes || dropping.has(conn)) return;
+    dropping.add(conn);
+    report(socket, transport.name === "websocket" ? "websocket" : "polling", held);
+    // Not from inside the write that noticed (socket.io or the fan-out may be looping over
+    // sockets), but before the event loop turns. Nobody will read what waits: discard it, or
+    // close() would wait for it to drain.
+    queueMicrotask(() => {
+      discardQueuedPackets(conn);
+      conn.close();
+    });
+  }
   io.on("connection", (socket) => {
     const conn = engineSession(socket);
-    conn.on("flush", () => {
-      queuedFor.delete(conn);
-    });
-    conn.on("packetCreate", (packet) => {
-      const transport = conn.transport;
-      if (transport.writable) {
-        // Written at once; on a websocket, Bun queues what the kernel does not take (and enforces the cap).
-        const websocket = websocketOf(conn);
-        if (websocket) noteBuffered(socket, websocket);
-        return;
-      }
-      // Kept in the Engine.IO socket until the client polls again.
-      const held = queuedFor.get(conn) ?? 0;
-      const queued = held + packetBytes(packet);
-      queuedFor.set(conn, queued);
-      if (queued <= maxBufferedBytes || dropping.has(conn)) return;
-      dropping.add(conn);
-      report(socket, transport.name === "websocket" ? "websocket" : "polling", held);
-      // Not from inside the write that noticed (socket.io or the fan-out may be looping over
-      // sockets), but before the event loop turns. Nobody will read what waits: discard it, or
-      // close() would wait for it to drain.
-      queueMicrotask(() => {
-        discardQueuedPackets(conn);
-        conn.close();
-      });
-    });
+    socketOf.set(conn, socket);
+    conn.on("flush", flushed);
+    conn.on("packetCreate", packetCreated);
   });
 
   return {
