@@ -1,4 +1,5 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
+import diagnostics from "node:diagnostics_channel";
 import { createLogger } from "../src/lib/logger.ts";
 import { sendWithAck, startTestServer, transports, type Json } from "./helpers/server.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
@@ -101,5 +102,25 @@ describe("no secrets", () => {
     }
     expect(all).not.toMatch(/eyJ[\w-]+\.[\w-]+\.[\w-]+/); // no JWT of anyone
     expect(all.toLowerCase()).not.toContain("authorization");
+  });
+});
+
+describe("pino's tracing channel (src/lib/logger.ts)", () => {
+  test("hasSubscribers is false until something subscribes, so pino serialises lines directly; a subscriber sees each line traced", () => {
+    const channel = diagnostics.tracingChannel("pino_asJson");
+    expect(channel.hasSubscribers).toBe(false);
+    const traced: unknown[] = [];
+    const handlers = { start: (message: unknown) => void traced.push(message), end() {}, asyncStart() {}, asyncEnd() {}, error() {} };
+    channel.subscribe(handlers);
+    try {
+      expect(channel.hasSubscribers).toBe(true);
+      const lines: string[] = [];
+      createLogger("info", { write: (line: string) => void lines.push(line) }).info({ probe: 1 }, "traced");
+      expect(lines).toHaveLength(1);
+      expect(traced).toHaveLength(1);
+    } finally {
+      channel.unsubscribe(handlers);
+    }
+    expect(channel.hasSubscribers).toBe(false);
   });
 });

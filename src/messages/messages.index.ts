@@ -27,7 +27,7 @@ export function messagesRouter(deps: { messages: MessagesService; search: Messag
       .openapi(routes.send, async (c) => c.json(await messages.send(c.get("user"), c.req.valid("json")), 201))
       .openapi(routes.edit, async (c) => c.json(await messages.edit(c.get("user"), c.req.valid("param").id, c.req.valid("json").content), 200))
       .openapi(routes.remove, async (c) => {
-        await messages.remove(c.get("user"), c.req.valid("param").id, c.get("clientIp"));
+        await messages.remove(c.get("user"), c.req.valid("param").id, c.get("clientIp")());
         return c.body(null, 204);
       })
   );

@@ -22,12 +22,12 @@ export function usersRouter({ users, requireAuth }: { users: UsersService; requi
     })
     .openapi(routes.setRole, async (c) => {
       const { id } = c.req.valid("param");
-      return c.json(await users.setRole(c.get("user"), id, c.req.valid("json").role, c.get("clientIp")), 200);
+      return c.json(await users.setRole(c.get("user"), id, c.req.valid("json").role, c.get("clientIp")()), 200);
     })
     .openapi(routes.ban, async (c) => {
       const { id } = c.req.valid("param");
       const body = c.req.valid("json") as { reason?: string } | undefined;
-      return c.json(await users.ban(c.get("user"), id, body?.reason, c.get("clientIp")), 200);
+      return c.json(await users.ban(c.get("user"), id, body?.reason, c.get("clientIp")()), 200);
     })
-    .openapi(routes.unban, async (c) => c.json(await users.unban(c.get("user"), c.req.valid("param").id, c.get("clientIp")), 200));
+    .openapi(routes.unban, async (c) => c.json(await users.unban(c.get("user"), c.req.valid("param").id, c.get("clientIp")()), 200));
 }
