@@ -104,7 +104,9 @@ try {
   if (only.has("read")) {
     results.read = { service: await read("service", name, users, sizes), reference: await read("reference", name, users, sizes), hello: await read("hello", name, users, sizes) };
   }
-  if (only.has("capacity")) results.capacity = { service: await capacity("service", name, users, sizes), reference: await capacity("reference", name, users, sizes) };
+  if (only.has("capacity")) {
+    results.capacity = { service: await capacity("service", name, users, sizes), reference: await capacity("reference", name, users, sizes), bare: await capacity("bare", name, users, sizes) };
+  }
   if (only.has("search")) {
     const seeded = await createSearchTemplate(name, sizes.searchMessages);
     try {

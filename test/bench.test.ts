@@ -76,8 +76,8 @@ test("read path: both endpoints on both servers and the hello-world answered 200
   }
 });
 
-test.each(servers)("capacity on the %s: every socket connected and stayed, memory was read", (server) => {
-  const run = results!.capacity![server];
+test.each([...servers, "bare"] as const)("capacity on the %s: every socket connected and stayed, memory was read", (server) => {
+  const run = results!.capacity![server]!;
   expect(run.sockets).toBe(40);
   expect(run.droppedWhileIdle).toBe(0);
   expect(run.loadedRssKiB).toBeGreaterThan(run.baselineRssKiB * 0.5);

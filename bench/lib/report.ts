@@ -19,7 +19,8 @@ export interface Results {
   fanout?: Servers<FanoutRun>;
   resume?: Servers<Measured<ResumeResult>>;
   read?: { service: Record<string, Measured<ReadResult>>; reference: Record<string, Measured<ReadResult>>; hello: Record<string, Measured<ReadResult>> };
-  capacity?: Record<"service" | "reference", Measured<CapacityResult>>;
+  /** "bare": Socket.IO on the Bun engine with nothing of the service's (bench/bare.ts), the stack's own floor. */
+  capacity?: Record<"service" | "reference", Measured<CapacityResult>> & { bare?: Measured<CapacityResult> };
   search?: { messages: number } & Record<"service" | "reference", Measured<SearchResult>>;
   password?: { sets: PasswordSet[]; cpuMs: number };
 }
@@ -143,7 +144,8 @@ export function targets(r: Results): Target[] {
     const rate = ratio(ours.connectionsPerSecond, theirs.connectionsPerSecond);
     out.push({ name: "Authenticated handshakes", goal: "≥ 2× reference connections/s", measured: `${rate}× (${n(ours.connectionsPerSecond)} vs ${n(theirs.connectionsPerSecond)}/s)`, met: rate >= 2 });
     const memory = ratio(ours.kibPerSocket, theirs.kibPerSocket);
-    out.push({ name: "Memory per idle socket", goal: "≤ 0.5× reference", measured: `${memory}× (${ours.kibPerSocket} vs ${theirs.kibPerSocket} KiB, ${n(ours.sockets)} sockets)`, met: memory <= 0.5 });
+    const floor = r.capacity.bare ? `; the stack alone (bench/bare.ts): ${r.capacity.bare.kibPerSocket} KiB` : "";
+    out.push({ name: "Memory per idle socket", goal: "≤ 0.5× reference", measured: `${memory}× (${ours.kibPerSocket} vs ${theirs.kibPerSocket} KiB, ${n(ours.sockets)} sockets${floor})`, met: memory <= 0.5 });
   }
   return out;
 }
@@ -209,11 +211,17 @@ export function toMarkdown(r: Results): string {
   if (r.capacity) {
     parts.push("", "## 4. Capacity (idle authenticated websocket clients)", "");
     parts.push(
+      "Connections opened 200 at a time, then held idle; memory is the server's RSS with them over its RSS after one socket came and went, per socket. " +
+        "`bare` is Socket.IO on @socket.io/bun-engine with nothing of the service's (bench/bare.ts: no token check, no query, no rooms, no handlers): the floor of the stack itself.",
+      "",
+    );
+    parts.push(
       table(
-        ["Server", "Sockets", "Connections/s", "RSS before", "RSS with sockets", "Per socket", "Dropped while idle"],
-        (["service", "reference"] as const).map((name) => {
+        ["Server", "Sockets", "Connections/s", "RSS before", "RSS with sockets", "Per socket", "Dropped while idle", "CPU"],
+        (["service", "reference", "bare"] as const).flatMap((name) => {
           const c = r.capacity![name];
-          return [name, n(c.sockets), n(c.connectionsPerSecond), `${n(Math.round(c.baselineRssKiB / 1024))} MiB`, `${n(Math.round(c.loadedRssKiB / 1024))} MiB`, `${c.kibPerSocket} KiB`, c.droppedWhileIdle];
+          if (!c) return [];
+          return [[name, n(c.sockets), n(c.connectionsPerSecond), `${n(Math.round(c.baselineRssKiB / 1024))} MiB`, `${n(Math.round(c.loadedRssKiB / 1024))} MiB`, `${c.kibPerSocket} KiB`, c.droppedWhileIdle, cpu(c)]];
         }),
       ),
     );

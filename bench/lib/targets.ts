@@ -7,7 +7,7 @@ import { jwtSecret } from "./database.ts";
 export const projectRoot = path.resolve(import.meta.dir, "../..");
 
 /** "baseline": the service at an earlier commit (bench/lib/baseline.ts), started exactly like "service". */
-export type TargetName = "service" | "baseline" | "reference" | "hello";
+export type TargetName = "service" | "baseline" | "reference" | "hello" | "bare";
 
 export interface RunningTarget {
   name: TargetName;
@@ -47,6 +47,8 @@ function command(name: TargetName): { cmd: string[]; cwd: string } {
       return { cmd: ["node", "bench/reference/server.mjs"], cwd: projectRoot };
     case "hello":
       return { cmd: [process.execPath, "bench/hello.ts"], cwd: projectRoot };
+    case "bare":
+      return { cmd: [process.execPath, "bench/bare.ts"], cwd: projectRoot };
   }
 }
 
