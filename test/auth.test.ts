@@ -438,9 +438,12 @@ interface BadRow {
   code: string;
   /** For VALIDATION_FAILED: the fields `details` must name ("" = the body as a whole). */
   fields?: string[];
+  /** What a login answers instead: a password outside the registration policy is just a wrong one there. */
+  onLogin?: { status: number; code: string };
 }
 
 const ok = () => uniqueName("bad");
+const wrongCredentials = { status: 401, code: "INVALID_CREDENTIALS" };
 const json = (value: unknown) => () => JSON.stringify(value);
 
 const badRows: BadRow[] = [
@@ -468,8 +471,8 @@ const badRows: BadRow[] = [
   { label: "username with a space inside", body: json({ username: "bo b_x", password }), status: 400, code: "VALIDATION_FAILED", fields: ["username"] },
   { label: "username starting with a combining mark", body: json({ username: "\u0301abc", password }), status: 400, code: "VALIDATION_FAILED", fields: ["username"] },
   { label: "username with a letter carrying 4 combining marks", body: json({ username: "ab\u0301\u0302\u0303\u0304c", password }), status: 400, code: "VALIDATION_FAILED", fields: ["username"] },
-  { label: "password with an unpaired surrogate", body: () => `{"username":"${ok()}","password":"abcdefgh\\ud800"}`, status: 400, code: "VALIDATION_FAILED", fields: ["password"] },
-  { label: "password with a NUL", body: json({ username: ok(), password: "abcdefgh\u0000" }), status: 400, code: "VALIDATION_FAILED", fields: ["password"] },
+  { label: "password with an unpaired surrogate", body: () => `{"username":"${ok()}","password":"abcdefgh\\ud800"}`, status: 400, code: "VALIDATION_FAILED", fields: ["password"], onLogin: wrongCredentials },
+  { label: "password with a NUL", body: json({ username: ok(), password: "abcdefgh\u0000" }), status: 400, code: "VALIDATION_FAILED", fields: ["password"], onLogin: wrongCredentials },
   { label: "username with '@'", body: json({ username: "bob@example", password }), status: 400, code: "VALIDATION_FAILED", fields: ["username"] },
   { label: "username with an emoji", body: json({ username: "bob\u{1F600}x", password }), status: 400, code: "VALIDATION_FAILED", fields: ["username"] },
   { label: "username <script>", body: json({ username: "<script>", password }), status: 400, code: "VALIDATION_FAILED", fields: ["username"] },
@@ -477,7 +480,7 @@ const badRows: BadRow[] = [
   { label: "username as number", body: json({ username: 12345, password }), status: 400, code: "VALIDATION_FAILED", fields: ["username"] },
   { label: "username as object", body: json({ username: { name: "alice" }, password }), status: 400, code: "VALIDATION_FAILED", fields: ["username"] },
   { label: "username as array", body: json({ username: ["alice"], password }), status: 400, code: "VALIDATION_FAILED", fields: ["username"] },
-  { label: "password 7 characters", body: json({ username: ok(), password: "1234567" }), status: 400, code: "VALIDATION_FAILED", fields: ["password"] },
+  { label: "password 7 characters", body: json({ username: ok(), password: "1234567" }), status: 400, code: "VALIDATION_FAILED", fields: ["password"], onLogin: wrongCredentials },
   { label: "password 129 characters", body: json({ username: ok(), password: "p".repeat(129) }), status: 400, code: "VALIDATION_FAILED", fields: ["password"] },
   { label: "password 5000 characters", body: json({ username: ok(), password: "p".repeat(5000) }), status: 400, code: "VALIDATION_FAILED", fields: ["password"] },
   { label: "password as number", body: json({ username: ok(), password: 12345678 }), status: 400, code: "VALIDATION_FAILED", fields: ["password"] },
@@ -490,13 +493,40 @@ const badRows: BadRow[] = [
   },
 ];
 
+describe("a wrong password of any length a login accepts (1–128 characters) is INVALID_CREDENTIALS, never a hint of the policy", () => {
+  const wrongPasswords: [string, string][] = [
+    ["1 character", "x"],
+    ["2 characters", "xy"],
+    ["7 characters", "1234567"],
+    ["8 characters", "12345678"],
+    ["128 characters", "w".repeat(128)],
+    ["128 astral characters", "\u{1F600}".repeat(128)],
+    ["with a NUL", "abcdefgh\u0000"],
+    ["only spaces", "        "],
+  ];
+  test.each(wrongPasswords)("%s → 401 INVALID_CREDENTIALS, as for a long wrong one", async (_label, wrong) => {
+    const name = uniqueName("wrongpw");
+    expect((await register(name)).status).toBe(201);
+    await expectError(await login(name, wrong), 401, "INVALID_CREDENTIALS");
+    expect((await login(name)).status).toBe(200);
+  });
+  test.each([
+    ["empty", ""],
+    ["129 characters", "w".repeat(129)],
+  ])("%s → 400 VALIDATION_FAILED naming password", async (_label, bad) => {
+    const { error } = await expectError(await login(uniqueName("wrongpw"), bad), 400, "VALIDATION_FAILED");
+    expect(error.details?.map((d) => d.path)).toContain("password");
+  });
+});
+
 describe.each(["/api/auth/register", "/api/auth/login"])("bad input to %s", (path) => {
   test.each(badRows.map((row) => [row.label, row] as const))("%s", async (_label, row) => {
     const body = row.body();
     const before = await userCount();
     const res = await post(path, body, row.contentType === undefined ? "application/json" : row.contentType);
-    const { error } = await expectError(res, row.status, row.code);
-    if (row.code === "VALIDATION_FAILED") {
+    const expected = path === "/api/auth/login" && row.onLogin ? row.onLogin : row;
+    const { error } = await expectError(res, expected.status, expected.code);
+    if (expected.code === "VALIDATION_FAILED") {
       expect(error.details?.length).toBeGreaterThan(0);
       const paths = error.details!.map((d) => d.path);
       for (const field of row.fields ?? []) {

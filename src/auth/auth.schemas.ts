@@ -15,9 +15,21 @@ export const passwordSchema = z
   )
   .openapi({ type: "string", minLength: 8, maxLength: 128, format: "password" });
 
+/**
+ * A password offered to be checked (a login, the current password of a change): any 1–128
+ * characters. A wrong one is answered INVALID_CREDENTIALS whatever it looks like, so a short or
+ * odd guess learns nothing of the policy and is counted as a failed login like any other.
+ */
+export const offeredPasswordSchema = z
+  .string()
+  .refine(atMostUnits(1024), "must be at most 128 characters")
+  .transform((s) => s.normalize("NFC"))
+  .pipe(z.string().refine((s) => codePoints(s) >= 1 && codePoints(s) <= 128, "must be 1 to 128 characters"))
+  .openapi({ type: "string", minLength: 1, maxLength: 128, format: "password" });
+
 /** A login: any name an account may have, including one registered before today's rules. */
 export const credentialsSchema = z
-  .object({ username: usernameSchema, password: passwordSchema })
+  .object({ username: usernameSchema, password: offeredPasswordSchema })
   .openapi("Credentials");
 
 export type Credentials = z.output<typeof credentialsSchema>;
@@ -29,7 +41,7 @@ export const registrationSchema = z
 
 /** POST /api/auth/password: the new password under the same policy as at registration. */
 export const passwordChangeSchema = z
-  .object({ currentPassword: passwordSchema, newPassword: passwordSchema })
+  .object({ currentPassword: offeredPasswordSchema, newPassword: passwordSchema })
   .refine((body) => body.newPassword !== body.currentPassword, {
     path: ["newPassword"],
     message: "must differ from currentPassword",
