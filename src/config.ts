@@ -1,3 +1,4 @@
+import { closest } from "fastest-levenshtein";
 import { z } from "zod";
 
 /**
@@ -55,7 +56,8 @@ export const envSchema = z
   .object({
     NODE_ENV: z.enum(["development", "production", "test"]).default("production"),
     PORT: z.coerce.number().int().min(0).max(65535).default(3000),
-    HOST: z.string().trim().min(1).default("0.0.0.0"),
+    /** Unset: 127.0.0.1 in development (a dev server with a dev secret on disk stays on this machine), every interface otherwise. */
+    HOST: z.string().trim().min(1).optional(),
     DATABASE_URL: z
       .string()
       .trim()
@@ -219,7 +221,7 @@ export const envSchema = z
     { when: () => true },
   );
 
-export type Config = z.output<typeof envSchema>;
+export type Config = Omit<z.output<typeof envSchema>, "HOST"> & { HOST: string };
 
 /** A configuration problem, with one line per offending variable. */
 export class ConfigError extends Error {
@@ -237,11 +239,28 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   if (!result.success) {
     throw new ConfigError(result.error.issues.map((i) => `${i.path.join(".") || "(env)"}: ${i.message}`));
   }
-  return result.data;
+  // HOST's default depends on NODE_ENV (see HOST above).
+  return { ...result.data, HOST: result.data.HOST ?? (result.data.NODE_ENV === "development" ? "127.0.0.1" : "0.0.0.0") };
 }
 
 function parseDurationSeconds(value: string): number {
   const [, amount = "0", unit = "s"] = /^(\d+)\s*(s|m|h|d)?$/.exec(value) ?? [];
   const perUnit = { s: 1, m: 60, h: 3600, d: 86400 }[unit] ?? 1;
   return Number(amount) * perUnit;
+}
+
+/**
+ * Environment variables that look like settings of ours but are not (a typo, a name from another
+ * version): those whose first word is the first word of one of our keys (RATE_, SOCKET_, PRESENCE_…,
+ * not NODE_: Node's own live there), each with the key it is closest to. Ignored by the config (zod
+ * drops unknown keys), so the entry point warns about them at start-up.
+ */
+export function unknownSettings(env: Record<string, string | undefined>): { name: string; closest: string }[] {
+  const keys = Object.keys(envSchema.shape);
+  const known = new Set(keys);
+  const prefixes = new Set(keys.filter((key) => key.includes("_") && !key.startsWith("NODE_")).map((key) => key.slice(0, key.indexOf("_") + 1)));
+  return Object.keys(env)
+    .filter((name) => !known.has(name) && [...prefixes].some((prefix) => name.startsWith(prefix)))
+    .sort()
+    .map((name) => ({ name, closest: closest(name, keys) }));
 }

@@ -1,6 +1,6 @@
 import path from "node:path";
 import { createApp } from "./app.ts";
-import { ConfigError, loadConfig, type Config } from "./config.ts";
+import { ConfigError, loadConfig, unknownSettings, type Config } from "./config.ts";
 import { createDb } from "./lib/db.ts";
 import { checkLibraryVersions, LibraryVersionError } from "./lib/internals.ts";
 import { devJwtSecret } from "./lib/dev-secret.ts";
@@ -36,6 +36,10 @@ try {
 
 const logger = createLogger(config.LOG_LEVEL);
 const dev = config.NODE_ENV === "development";
+// A misspelt setting is otherwise ignored without a word (RATE_LIMIT_REGISTER=off looks right and does nothing).
+for (const { name, closest } of unknownSettings(process.env)) {
+  logger.warn({ variable: name, closest }, `unknown setting ${name} is ignored; did you mean ${closest}?`);
+}
 
 let embedded: EmbeddedDatabase | undefined;
 let databaseUrl = config.DATABASE_URL;
@@ -95,4 +99,6 @@ process.on("unhandledRejection", (error) => logger.error({ err: error }, "unhand
 process.on("SIGTERM", () => void shutdown("SIGTERM"));
 process.on("SIGINT", () => void shutdown("SIGINT"));
 // Announced only once a signal can be handled: whoever waits for this line may stop us at once.
-logger.info({ url: server.url }, `chat service listening on ${server.url}`);
+// Say where it really listens: every interface is not the same as the loopback URL that reaches it.
+const everywhere = config.HOST === "0.0.0.0" || config.HOST === "::";
+logger.info({ url: server.url, host: config.HOST }, everywhere ? `chat service listening on every interface (${config.HOST}), port ${server.port}: ${server.url} from this machine` : `chat service listening on ${server.url}`);

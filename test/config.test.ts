@@ -1,6 +1,8 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
-import { ConfigError, loadConfig, type Config } from "../src/config.ts";
+import { ConfigError, loadConfig, unknownSettings, type Config } from "../src/config.ts";
+import { createTestDatabase } from "./helpers/db.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
+import { productionEnv, startServerProcess } from "./helpers/process.ts";
 
 // Per file: Bun 1.4 applies a preload's setDefaultTimeout to one test file only.
 setDefaultTimeout(TEST_TIMEOUT_MS);
@@ -114,6 +116,14 @@ describe("development", () => {
   test("still validates what is given", () => {
     expect(namedVars(configError({ ...dev, JWT_SECRET: "short" }))).toEqual(["JWT_SECRET"]);
     expect(namedVars(configError({ ...dev, DATABASE_URL: "mysql://x" }))).toEqual(["DATABASE_URL"]);
+  });
+
+  test("HOST: loopback unless set (a dev server stays on this machine); outside development every interface", () => {
+    expect(loadConfig(dev).HOST).toBe("127.0.0.1");
+    expect(loadConfig({ ...dev, HOST: "" }).HOST).toBe("127.0.0.1");
+    expect(loadConfig({ ...dev, HOST: "0.0.0.0" }).HOST).toBe("0.0.0.0");
+    expect(loadConfig(prod).HOST).toBe("0.0.0.0");
+    expect(loadConfig({ ...prod, HOST: "10.0.0.5" }).HOST).toBe("10.0.0.5");
   });
 
   test("test mode is not development: it needs both", () => {
@@ -291,4 +301,35 @@ describe("ConfigError lists every problem", () => {
 
 test("unrelated environment variables are ignored", () => {
   expect(() => loadConfig({ ...prod, PATH: "/usr/bin", HOME: "/root", npm_config_x: "" })).not.toThrow();
+});
+
+describe("unknown settings (a start-up warning, src/index.ts)", () => {
+  test.each([
+    ["RATE_LIMIT_REGISTER", "RATE_LIMIT_TYPING"],
+    ["SOCKET_EVENT_RATES", "SOCKET_EVENT_RATE"],
+    ["PRESENCE_GRACE", "PRESENCE_GRACE_MS"],
+    ["JWT_SECERT", "JWT_SECRET"],
+    ["DATABASE_ULR", "DATABASE_URL"],
+  ])("%s is named, with the closest known setting (%s)", (name, closest) => {
+    expect(unknownSettings({ ...prod, [name]: "x" })).toEqual([{ name, closest }]);
+  });
+
+  test("known settings, other programs' variables and Node's own NODE_* are not", () => {
+    expect(unknownSettings({ ...prod, PORT: "1", RATE_LIMIT_SEARCH: "off", PATH: "/usr/bin", HOME: "/root", NODE_OPTIONS: "--x", NODE_EXTRA_CA_CERTS: "/ca", TEST_DATABASE_URL: "x" })).toEqual([]);
+  });
+
+  test("the server process logs one warning per unknown setting and starts anyway", async () => {
+    const database = await createTestDatabase();
+    const server = await startServerProcess(productionEnv(database.url, { SOCKET_EVENT_RATES: "5/1s", RATE_LIMIT_REGISTER: "off" }));
+    try {
+      const warned = server.logs.filter((line) => line.level === 40 && typeof line.variable === "string");
+      expect(warned.map((line) => [line.variable, line.closest])).toEqual([
+        ["RATE_LIMIT_REGISTER", "RATE_LIMIT_TYPING"],
+        ["SOCKET_EVENT_RATES", "SOCKET_EVENT_RATE"],
+      ]);
+      expect(String(warned[1]!.msg)).toContain("did you mean SOCKET_EVENT_RATE?");
+    } finally {
+      await server.stop();
+    }
+  });
 });
