@@ -5,10 +5,14 @@ import type { Db } from "./db.ts";
 const projectRoot = path.resolve(import.meta.dir, "../..");
 const migrationsDir = path.join(projectRoot, "prisma", "migrations");
 
-/** Names of migrations in `prisma/migrations` that the database has not finished applying. */
+/** Names of migrations in `prisma/migrations` that the database has not finished applying, oldest first (as Prisma applies them). */
 export async function pendingMigrations(db: Db): Promise<string[]> {
   const entries = await readdir(migrationsDir, { withFileTypes: true });
-  const local = entries.filter((e) => e.isDirectory()).map((e) => e.name);
+  // readdir's order is the file system's; the names start with their timestamp.
+  const local = entries
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name)
+    .sort();
   let applied: string[] = [];
   try {
     const rows = await db.$queryRaw<{ migration_name: string }[]>`
