@@ -434,3 +434,15 @@ test.skipIf(!hadolint)("hadolint finds no errors in the Dockerfile", () => {
   // Output alongside the code, so a failure shows hadolint's findings.
   expect({ exitCode: result.exitCode, output: result.stdout.toString() + result.stderr.toString() }).toMatchObject({ exitCode: 0 });
 });
+
+test("every package in the lockfile runs on the Node.js the README promises (package.json engines: >=20), so `npm install` warns of no engine", async () => {
+  const manifest = (await Bun.file(path.join(root, "package.json")).json()) as { engines: { node: string } };
+  expect(manifest.engines.node).toBe(">=20");
+  const lock = (await Bun.file(path.join(root, "package-lock.json")).json()) as { packages: Record<string, { engines?: unknown }> };
+  const refusing = Object.entries(lock.packages)
+    .filter(([name, pkg]) => name !== "" && typeof pkg.engines === "object" && pkg.engines !== null && typeof (pkg.engines as { node?: unknown }).node === "string")
+    .map(([name, pkg]) => [name, (pkg.engines as { node: string }).node] as const)
+    // The oldest Node 20 and the one these machines have.
+    .filter(([, range]) => !Bun.semver.satisfies("20.0.0", range) && !Bun.semver.satisfies("20.20.2", range));
+  expect(refusing).toEqual([]);
+});
