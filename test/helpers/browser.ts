@@ -1,4 +1,5 @@
 import { existsSync } from "node:fs";
+import { aptGetInstall } from "./debian.ts";
 
 /**
  * Debian's Chromium, which test/browser.test.ts drives through playwright-core. Playwright's own
@@ -6,15 +7,6 @@ import { existsSync } from "node:fs";
  * browser comes from Debian's `chromium` package instead (.ci/run installs it as well).
  */
 export const chromiumPath = "/usr/bin/chromium";
-
-function aptGetInstall(): boolean {
-  const sudo = process.getuid?.() === 0 ? [] : ["sudo"];
-  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-  const run = (args: string[]) => Bun.spawnSync([...sudo, ...args], { env, stdout: "inherit", stderr: "inherit" }).exitCode === 0;
-  const install = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"];
-  // A fresh machine may have no package index yet: update it and try once more.
-  return run(install) || (run(["apt-get", "update", "-qq"]) && run(install));
-}
 
 /**
  * The Chromium executable, installed with `apt-get install chromium` when it is missing. Throws
@@ -24,7 +16,7 @@ export function ensureChromium(): string {
   if (existsSync(chromiumPath)) return chromiumPath;
   const started = performance.now();
   console.log(`${chromiumPath} is missing: installing Debian's chromium package (apt-get install chromium)…`);
-  const installed = aptGetInstall();
+  const installed = aptGetInstall("chromium");
   if (!installed || !existsSync(chromiumPath)) {
     throw new Error(
       `Chromium is not installed and \`apt-get install -y --no-install-recommends chromium\` could not install it, ` +
