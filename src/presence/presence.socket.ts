@@ -60,7 +60,7 @@ export function presenceAnnouncer(
   async function gone(userId: number): Promise<void> {
     if (!(await presence.disconnected(userId))) return;
     // Stopping with a handoff: the next process announces them, or not, when their grace ends.
-    if (stopping && handoff) return;
+    if (stopping && handoff && graceMs > 0) return;
     if (graceMs === 0 || stopping) return void emit(userId, "offline");
     leave(userId, Date.now() + graceMs);
   }
