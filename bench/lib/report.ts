@@ -33,6 +33,10 @@ const table = (head: string[], rows: (string | number)[][]) =>
 const cpu = (m: { cpu: { serverCpuPercent: number; generatorCpuPercent: number; databaseCpuPercent: number } }) =>
   `${m.cpu.serverCpuPercent}% / ${m.cpu.generatorCpuPercent}% / ${m.cpu.databaseCpuPercent}%`;
 
+/** CPU time per acked message, from a share of one core and the rate: server / PostgreSQL, in µs. */
+const perMessage = (x: IngestResult & { cpu: { serverCpuPercent: number; databaseCpuPercent: number } }) =>
+  x.messagesPerSecond > 0 ? `${n(Math.round((x.cpu.serverCpuPercent * 10_000) / x.messagesPerSecond))} / ${n(Math.round((x.cpu.databaseCpuPercent * 10_000) / x.messagesPerSecond))}` : "–";
+
 /** What a before/after round is ranked by: ingest's closed-loop msgs/s. */
 export const ingestScore = (x: IngestRun) => x.max.messagesPerSecond;
 /** Fan-out's: the most deliveries/s at a step that lost nothing with p99 under 100 ms (on a busy machine, 50 ms may be met by no step). */
@@ -173,12 +177,12 @@ export function toMarkdown(r: Results): string {
     const rows = present(r.ingest).flatMap((name) => {
       const { max, paced } = r.ingest![name]!;
       return [
-        [name, `closed loop, ${max.senders} senders`, n(max.messagesPerSecond), max.ackMs.p50, max.ackMs.p99, `${max.missing} / ${max.duplicated}`, cpu(max)],
-        [name, `paced at ${n(paced.rate)}/s`, n(paced.messagesPerSecond), paced.ackMs.p50, paced.ackMs.p99, `${paced.missing} / ${paced.duplicated}`, cpu(paced)],
+        [name, `closed loop, ${max.senders} senders`, n(max.messagesPerSecond), max.ackMs.p50, max.ackMs.p99, `${max.missing} / ${max.duplicated}`, cpu(max), perMessage(max)],
+        [name, `paced at ${n(paced.rate)}/s`, n(paced.messagesPerSecond), paced.ackMs.p50, paced.ackMs.p99, `${paced.missing} / ${paced.duplicated}`, cpu(paced), perMessage(paced)],
       ];
     });
     parts.push("", "## 1. Ingest", "", "Each sender in its own channel, emitting with ack; every acked message then looked up in the database.", "");
-    parts.push(table(["Server", "Load", "Acked msgs/s", "Ack p50 ms", "Ack p99 ms", "Missing / duplicated", "CPU"], rows));
+    parts.push(table(["Server", "Load", "Acked msgs/s", "Ack p50 ms", "Ack p99 ms", "Missing / duplicated", "CPU", "CPU µs per message: server / PostgreSQL"], rows));
     if (r.ingest.baseline) parts.push("", beforeAfter(r.ingest.service, r.ingest.baseline, ingestFigures, r.ingest.rounds, " msgs/s"));
   }
   if (r.fanout) {
