@@ -279,6 +279,8 @@ describe("the chat page in Chromium", () => {
     await bob.page.locator("#typing", { hasText: "alice" }).waitFor();
     await send(alice.page, hello, "enter");
     const seen = await waitForContent(bob.page, hello);
+    // Cleared as her message arrives, not when the 3 s of "typing…" run out (nor at the next 1 s refresh).
+    await bob.page.waitForFunction(`document.querySelector("#typing").textContent === ""`, undefined, { timeout: 500 });
     expect(seen.author).toBe("alice");
     expect(seen.own).toBe(false);
     expect((await waitForContent(alice.page, hello)).own).toBe(true);
@@ -336,6 +338,13 @@ describe("the chat page in Chromium", () => {
 
     const victimItem = alice.page.locator(`#messages li[data-message-id="${victim.id}"]`);
     await victimItem.hover();
+    // Delete asks first: dismissed, nothing is deleted; accepted, it is.
+    const asked: string[] = [];
+    alice.page.once("dialog", (dialog) => void (asked.push(dialog.message()), dialog.dismiss()));
+    await victimItem.locator("button[data-action=delete]").click();
+    expect(asked).toEqual([expect.stringContaining("Delete this message?")]);
+    expect(await alice.page.locator(`#messages li[data-message-id="${victim.id}"][data-deleted="true"]`).count()).toBe(0);
+    alice.page.once("dialog", (dialog) => void dialog.accept());
     await victimItem.locator("button[data-action=delete]").click();
     for (const { page } of [alice, bob]) {
       await waitForMessages(page, `message ${victim.id} deleted`, (all) => all.some((m) => m.id === victim.id && m.deleted && !m.content.includes(doomed)));

@@ -254,6 +254,8 @@ function apply(event: ChannelEvent): void {
   if (event.type === "message") {
     names.set(event.data.userId, event.data.username);
     if (!shown.has(data.id)) render(event.data);
+    // The message they were typing has arrived: no longer "typing…".
+    if (typers.delete(event.data.userId)) renderTyping();
     markReadSoon();
   } else if (event.type === "message:updated") {
     const old = shown.get(data.id);
@@ -466,6 +468,7 @@ list.addEventListener("click", async (event) => {
     if (action === "save") await saveEdit(li, entry);
     if (action === "cancel") render(entry, true);
     if (action === "delete") {
+      if (!confirm("Delete this message? Everyone in the channel sees it deleted.")) return;
       await api(`/api/messages/${id}`, { method: "DELETE" });
       render({ id, deleted: true }, true);
     }
