@@ -49,7 +49,7 @@ describe("GET /", () => {
   test("everything the page loads is served by the service itself (it works with no network)", async () => {
     const html = await (await get("/")).text();
     const local = [...html.matchAll(/\s(?:src|href)="(\/[^"]*)"/g)].map((m) => m[1]!);
-    expect(local.sort()).toEqual(["/app.js", "/styles.css"]);
+    expect(local.sort()).toEqual(["/app.js", "/favicon.svg", "/styles.css"]);
     for (const path of local) expect({ path, status: (await get(path)).status }).toEqual({ path, status: 200 });
   });
 
@@ -61,7 +61,7 @@ describe("GET /", () => {
   });
 });
 
-describe("GET /app.js and /styles.css", () => {
+describe("GET /app.js, /styles.css and /favicon.svg", () => {
   test("the bundle is JavaScript, includes socket.io-client, and names no other host", async () => {
     const res = await get("/app.js");
     expect(res.status).toBe(200);
@@ -78,6 +78,16 @@ describe("GET /app.js and /styles.css", () => {
   test("built once per process: the same bytes on every request", async () => {
     const [first, second] = await Promise.all([get("/app.js").then((r) => r.text()), get("/app.js").then((r) => r.text())]);
     expect(second).toBe(first);
+  });
+
+  test("the favicon is an SVG of the service's own, with no script and nothing from elsewhere", async () => {
+    const res = await get("/favicon.svg");
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toBe("image/svg+xml");
+    const svg = await res.text();
+    expect(svg).toStartWith("<svg");
+    expect(svg).not.toMatch(/<script|on\w+=|href=/i);
+    expect(remoteUrls(svg.replace("http://www.w3.org/2000/svg", ""))).toEqual([]);
   });
 
   test("the stylesheet is CSS", async () => {

@@ -42,6 +42,7 @@ async function build(): Promise<Record<string, Asset>> {
     "/": { body: await Bun.file(join(webDir, "index.html")).text(), type: "text/html; charset=utf-8" },
     "/app.js": { body: await output.text(), type: "text/javascript; charset=utf-8" },
     "/styles.css": { body: await Bun.file(join(webDir, "styles.css")).text(), type: "text/css; charset=utf-8" },
+    "/favicon.svg": { body: await Bun.file(join(webDir, "favicon.svg")).text(), type: "image/svg+xml" },
   };
 }
 
@@ -54,11 +55,11 @@ function assets(): Promise<Record<string, Asset>> {
 }
 
 /**
- * `GET /` (the chat page), `/app.js` and `/styles.css`. Middleware rather than routes: the page is
+ * `GET /` (the chat page), `/app.js`, `/styles.css` and `/favicon.svg`. Middleware rather than routes: the page is
  * a client of the API, not part of it, so it stays out of the OpenAPI document and the route list.
  */
 export function webPage() {
-  const paths = new Set(["/", "/app.js", "/styles.css"]);
+  const paths = new Set(["/", "/app.js", "/styles.css", "/favicon.svg"]);
   return createMiddleware<AppEnv>(async (c, next) => {
     if ((c.req.method !== "GET" && c.req.method !== "HEAD") || !paths.has(c.req.path)) return next();
     const asset = (await assets())[c.req.path]!;
