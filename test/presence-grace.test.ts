@@ -35,14 +35,20 @@ async function untilMarker(watcher: ChatClient, recorded: ReturnType<typeof reco
 describe(`one instance, PRESENCE_GRACE_MS=${graceMs}`, async () => {
   const t = await startTestServer({ env: { PRESENCE_GRACE_MS: String(graceMs) } });
 
-  test("back within the grace: neither offline nor online is announced, and the list keeps the user all along", async () => {
-    const [watcher, blinker] = [await t.register(), await t.register()];
+  /** A watcher recording presence, and a second user whose first socket it has seen come online (recording emptied after). */
+  async function watched() {
+    const [watcher, subject] = [await t.register(), await t.register()];
     const watching = await t.connect(watcher.token);
     const seen = recordWithPresence(watching);
-    const first = await t.connect(blinker.token);
-    await seen.until(presenceOf(blinker.user.id));
-    expect(seen.events.filter(presenceOf(blinker.user.id))).toEqual([["presence", { userId: blinker.user.id, status: "online" }]]);
+    const socket = await t.connect(subject.token);
+    await seen.until(presenceOf(subject.user.id));
+    expect(seen.events.filter(presenceOf(subject.user.id))).toEqual([["presence", { userId: subject.user.id, status: "online" }]]);
     seen.events.length = 0;
+    return { watcher, subject, watching, seen, socket };
+  }
+
+  test("back within the grace: neither offline nor online is announced, and the list keeps the user all along", async () => {
+    const { watcher, subject: blinker, watching, seen, socket: first } = await watched();
 
     first.disconnect();
     // The server has seen the close (the user's count is 0) once a request after it is answered.
@@ -60,12 +66,7 @@ describe(`one instance, PRESENCE_GRACE_MS=${graceMs}`, async () => {
   });
 
   test("gone for good: offline once the grace has passed, not before; then the list no longer has the user", async () => {
-    const [watcher, leaver] = [await t.register(), await t.register()];
-    const watching = await t.connect(watcher.token);
-    const seen = recordWithPresence(watching);
-    const socket = await t.connect(leaver.token);
-    await seen.until(presenceOf(leaver.user.id));
-    seen.events.length = 0;
+    const { watcher, subject: leaver, watching, seen, socket } = await watched();
 
     const closedAt = performance.now();
     socket.disconnect();

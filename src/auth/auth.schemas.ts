@@ -2,30 +2,26 @@ import { z } from "@hono/zod-openapi";
 import { atMostUnits, codePoints, storableText, storableTextMessage } from "../lib/schemas.ts";
 import { newUsernameSchema, userSchema, usernameSchema } from "../users/users.schemas.ts";
 
-/** api.md §1: 8–128 characters, NFC so the same password typed on any keyboard matches. */
-export const passwordSchema = z
-  .string()
-  .refine(atMostUnits(1024), "must be at most 128 characters")
-  .transform((s) => s.normalize("NFC"))
-  .pipe(
-    z
-      .string()
-      .refine((s) => codePoints(s) >= 8 && codePoints(s) <= 128, "must be 8 to 128 characters")
-      .refine(storableText, storableTextMessage),
-  )
-  .openapi({ type: "string", minLength: 8, maxLength: 128, format: "password" });
+/** Any password as typed: bounded before the work of normalising, then NFC so the same password typed on any keyboard matches. */
+const nfcPassword = () =>
+  z
+    .string()
+    .refine(atMostUnits(1024), "must be at most 128 characters")
+    .transform((s) => s.normalize("NFC"));
+const between = (min: number) => z.string().refine((s) => codePoints(s) >= min && codePoints(s) <= 128, `must be ${min} to 128 characters`);
+const passwordDoc = (min: number) => ({ type: "string", minLength: min, maxLength: 128, format: "password" }) as const;
+
+/** api.md §1: 8–128 characters of storable text. */
+export const passwordSchema = nfcPassword()
+  .pipe(between(8).refine(storableText, storableTextMessage))
+  .openapi(passwordDoc(8));
 
 /**
  * A password offered to be checked (a login, the current password of a change): any 1–128
  * characters. A wrong one is answered INVALID_CREDENTIALS whatever it looks like, so a short or
  * odd guess learns nothing of the policy and is counted as a failed login like any other.
  */
-export const offeredPasswordSchema = z
-  .string()
-  .refine(atMostUnits(1024), "must be at most 128 characters")
-  .transform((s) => s.normalize("NFC"))
-  .pipe(z.string().refine((s) => codePoints(s) >= 1 && codePoints(s) <= 128, "must be 1 to 128 characters"))
-  .openapi({ type: "string", minLength: 1, maxLength: 128, format: "password" });
+export const offeredPasswordSchema = nfcPassword().pipe(between(1)).openapi(passwordDoc(1));
 
 /** A login: any name an account may have, including one registered before today's rules. */
 export const credentialsSchema = z

@@ -50,12 +50,12 @@ export function presenceAnnouncer(
     leaving.delete(userId);
     if (!(await presence.isOnline(userId))) emit(userId, "offline");
   };
+  const warned = (userId: number) => (error: unknown) => logger.warn({ err: error, userId }, "presence could not be updated");
   const leave = (userId: number, until: number) => {
     stay(userId);
-    const timer = setTimeout(() => void settle(userId).catch((error) => logger.warn({ err: error, userId }, "presence could not be updated")), Math.max(0, until - Date.now()));
+    const timer = setTimeout(() => void settle(userId).catch(warned(userId)), Math.max(0, until - Date.now()));
     leaving.set(userId, { until, timer });
   };
-  const warned = (userId: number) => (error: unknown) => logger.warn({ err: error, userId }, "presence could not be updated");
 
   async function gone(userId: number): Promise<void> {
     if (!(await presence.disconnected(userId))) return;

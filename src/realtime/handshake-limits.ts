@@ -162,13 +162,16 @@ export function capSocketsPerUser(io: ChatServer, { max, connectTimeoutMs }: { m
   const byUser = new Map<number, Set<ChatSocket>>();
   /** Admitted sockets not connected yet, by their connection: the timer that gives the place back if they never do. */
   const admitted = new WeakMap<object, { socket: ChatSocket; unconnected: ReturnType<typeof setTimeout> }>();
-  const release = (socket: ChatSocket) => {
+  /** It connected, or its place is given back: no longer waited for. */
+  const endAdmission = (socket: ChatSocket) => {
     const pending = admitted.get(socket.conn);
-    if (pending?.socket === socket) {
-      clearTimeout(pending.unconnected);
-      socket.conn.off("close", connectionClosed);
-      admitted.delete(socket.conn);
-    }
+    if (pending?.socket !== socket) return;
+    clearTimeout(pending.unconnected);
+    socket.conn.off("close", connectionClosed);
+    admitted.delete(socket.conn);
+  };
+  const release = (socket: ChatSocket) => {
+    endAdmission(socket);
     const userId = socket.data.user.id;
     const sockets = byUser.get(userId);
     if (!sockets?.delete(socket)) return;
@@ -183,13 +186,7 @@ export function capSocketsPerUser(io: ChatServer, { max, connectTimeoutMs }: { m
     if (pending) release(pending.socket);
   }
   // Connected: from now on its "disconnect" gives the place back.
-  io.on("connection", (socket) => {
-    const pending = admitted.get(socket.conn);
-    if (pending?.socket !== socket) return;
-    clearTimeout(pending.unconnected);
-    socket.conn.off("close", connectionClosed);
-    admitted.delete(socket.conn);
-  });
+  io.on("connection", endAdmission);
   io.use((socket, next) => {
     const userId = socket.data.user.id;
     const sockets = byUser.get(userId) ?? new Set<ChatSocket>();
