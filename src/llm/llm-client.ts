@@ -64,9 +64,14 @@ export function createLlmClient(config: LlmConfig, slots: number): LlmClient | u
       const completion = await openai.chat.completions.create({ model, messages, temperature: 0, max_tokens: maxTokens }, { signal: deadline });
       return completion.choices[0]?.message?.content ?? "";
     });
+    // The deadline is ours: the SDK notices its signal only between attempts, so with retries a call
+    // could outlive it by one backoff sleep (openai 6.x). What it does after is not waited for.
+    const expired = new Promise<never>((_, reject) => deadline.addEventListener("abort", () => reject(deadline.reason), { once: true }));
+    call.catch(() => undefined);
+    expired.catch(() => undefined);
     let text: string;
     try {
-      text = await call;
+      text = await Promise.race([call, expired]);
     } catch (error) {
       if (deadline.aborted || error instanceof OpenAI.APIConnectionTimeoutError) {
         throw new LlmFailure("timeout", `the model did not answer within ${config.LLM_TIMEOUT_MS} ms`, { cause: error });
