@@ -3,20 +3,19 @@ import { mkdir, rm } from "node:fs/promises";
 import path from "node:path";
 import { ensureCommand } from "./helpers/debian.ts";
 import { projectRoot } from "./helpers/process.ts";
+import { readmeBlock } from "./helpers/readme.ts";
 import { startTestServer } from "./helpers/server.ts";
 import { TEST_TIMEOUT_MS } from "./helpers/env.ts";
 
 // The README's API examples, taken from README.md as they stand and run verbatim against a server
 // on the port they name (3000), so the README cannot rot: the curl block in bash (and in zsh when
 // it is installed), twice (the second run finds the name taken and logs in), and the Socket.IO
-// script with the token the curl block got, and with a bad one.
+// script with the token the curl block got, and with a bad one. test/readme-setup.test.ts runs the
+// set-up blocks, and checks that every code block of the README is run by some test.
 setDefaultTimeout(TEST_TIMEOUT_MS);
 
-const readme = await Bun.file(path.join(projectRoot, "README.md")).text();
-/** The fenced blocks of one language, in order. */
-const blocks = (language: string) => [...readme.matchAll(new RegExp("```" + language + "\\n([\\s\\S]*?)```", "g"))].map((m) => m[1]!);
-const curlBlock = blocks("sh").find((block) => block.includes("/api/auth/register"));
-const socketBlock = blocks("ts").find((block) => block.includes('from "socket.io-client"'));
+const curlBlock = await readmeBlock("curl");
+const socketBlock = await readmeBlock("socketScript");
 
 const t = await startTestServer({ env: { PORT: "3000" } });
 // What the README asks for, from Debian's packages when missing (a fresh machine has neither).

@@ -1,7 +1,8 @@
 /**
  * The container test (`bun run test:containers`; .ci/run runs it after the test suite): the
- * Dockerfile and docker-compose.yml of this checkout, built and run for real, black-box through
- * nginx on port 3001. On a machine without a registry the base images are stand-ins built here
+ * Dockerfile and docker-compose.yml of a fresh clone of this checkout, started with README.md's
+ * Docker block as written (see readmeDockerBlock) and run for real, black-box through nginx on
+ * port 3001. On a machine without a registry the base images are stand-ins built here
  * (stand-ins.ts). Prints the time of every stage; exits non-zero on the first failed check, after
  * removing its containers, networks and volumes and stopping a dockerd it started.
  */
@@ -13,16 +14,35 @@ import { checkThroughProxy, allMessages } from "./checks.ts";
 import { startEngine, type Engine } from "./engine.ts";
 import { api, expectStatus } from "./http.ts";
 import { killUnderLoad, relaysPerBackend } from "./kill.ts";
-import { run, until } from "./shell.ts";
+import { run, runShownAndKept, succeeds, until } from "./shell.ts";
 import { Stack } from "./stack.ts";
 import { withThirdBackend } from "./scale.ts";
 import { crossBackend } from "./cross.ts";
 import { ensureStandIns, imagesNamed } from "./stand-ins.ts";
+import { cloneCheckout, userShellEnv } from "../helpers/checkout.ts";
+import { ensureCommand } from "../helpers/debian.ts";
+import { readmeBlock } from "../helpers/readme.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 const IMAGE = "chat-backend:local";
 const BASE = "http://127.0.0.1:3001";
 const SERVICES = ["postgres", "redis", "backend1", "backend2", "nginx"];
+const PROJECT = "chatcontainers";
+
+/**
+ * README.md's Docker block ("Deploy with Docker") as this test runs it: as written when the
+ * machine's `docker` has Compose v2. Otherwise (Debian 12 has Compose v1 only) with one
+ * substitution, `docker compose` → the engine's compose command (`docker-compose`), which reads
+ * the same file; nothing else in the block changes.
+ */
+async function readmeDockerBlock(engine: Engine): Promise<{ script: string; substitution?: string }> {
+  const block = await readmeBlock("docker", ROOT);
+  if (await succeeds(["docker", "compose", "version"])) return { script: block };
+  const compose = engine.compose.join(" ");
+  const script = block.replaceAll("docker compose ", `${compose} `);
+  if (script.includes("docker compose")) throw new Error(`the README's Docker block has a \`docker compose\` this test does not substitute:\n${block}`);
+  return { script, substitution: `\`docker compose\` → \`${compose}\` (this machine's docker has no Compose v2)` };
+}
 
 const timings: [string, number][] = [];
 async function stage<T>(name: string, work: () => Promise<T>): Promise<T> {
@@ -37,26 +57,48 @@ async function stage<T>(name: string, work: () => Promise<T>): Promise<T> {
 
 let engine: Engine | undefined;
 let stack: Stack | undefined;
+/** The same project with a placeholder JWT_SECRET: compose refuses the file without one even for `ps` and `down`, and the block's .env may not exist yet. */
+let teardown: Stack | undefined;
 let addresses: SourceAddresses | undefined;
 const scratch = mkdtempSync(join(tmpdir(), "chat-containers-"));
 let failed = false;
 
 try {
+  // What a user gets (test/helpers/checkout.ts: a fresh clone, the committed files), in a directory
+  // named after the test's compose project: compose names a project after its directory, so the
+  // README's `docker compose` lines act on `chatcontainers`, never a user's stack, and its .env is
+  // written there, never into this checkout.
+  const checkout = join(scratch, PROJECT);
+  const { commit } = cloneCheckout(checkout, ROOT);
+  console.log(`testing a clone of ${commit.slice(0, 12)} (uncommitted changes here are not part of it; README.md is this one)`);
+  ensureCommand("openssl"); // the block's first line
+
   engine = await stage("engine (install, start dockerd)", startEngine);
   const e = engine;
-  const standIns = await stage("base images (stand-ins where no registry)", () => ensureStandIns(e.docker, imagesNamed(ROOT, IMAGE)));
+  const standIns = await stage("base images (stand-ins where no registry)", () => ensureStandIns(e.docker, imagesNamed(checkout, IMAGE)));
   console.log(`   ${JSON.stringify(standIns)}`);
 
-  // The README's first step: a .env with JWT_SECRET (here a file of the test's own, not the user's .env).
-  const envFile = join(scratch, ".env");
-  writeFileSync(envFile, `JWT_SECRET=${Buffer.from(crypto.getRandomValues(new Uint8Array(48))).toString("base64")}\n`);
-  stack = new Stack(engine, ROOT, "chatcontainers", envFile);
+  const placeholderEnv = join(scratch, "placeholder.env");
+  writeFileSync(placeholderEnv, "JWT_SECRET=placeholder-only-for-ps-and-down-0123456789\n");
+  teardown = new Stack(engine, checkout, PROJECT, placeholderEnv);
+  await teardown.compose(["down", "--volumes", "--remove-orphans"]).catch(() => {}); // a previous run's leftovers
+  // Everything after the block uses the .env the block wrote.
+  stack = new Stack(engine, checkout, PROJECT, join(checkout, ".env"));
   const s = stack;
-  await s.compose(["down", "--volumes", "--remove-orphans"]).catch(() => {}); // a previous run's leftovers
 
-  await stage("build the image (docker compose build)", () => s.compose(["build"], { shown: true }));
-  await stage("docker compose up -d --build, until every container is healthy", async () => {
-    await s.compose(["up", "-d", "--build"]);
+  await stage("the README's Docker block (.env, docker compose up -d --build, docker compose ps), until every container is healthy", async () => {
+    const { script, substitution } = await readmeDockerBlock(e);
+    if (substitution) console.log(`   substituted: ${substitution}`);
+    // In a user's shell environment; `-e`: stop at a failing line, as a user would (it changes nothing when all succeed).
+    const output = await runShownAndKept(["bash", "-e", "-c", script], { cwd: checkout, env: userShellEnv() });
+    // What the block's `ps` line promises: every service up, migrate exited 0 (v1 prints "Exit 0",
+    // v2 "Exited (0)"). Its table's lines start with the container's name: project_service_1 in v1,
+    // project-service-1 in v2 (`up` printed "Creating <name> ..." lines before it).
+    const psLine = (service: string) => output.split("\n").find((line) => new RegExp(`^${PROJECT}[_-]${service}[_-]1\\s`).test(line));
+    for (const service of SERVICES) {
+      if (!/\bUp\b/.test(psLine(service) ?? "")) throw new Error(`the block's ps: ${service} is not up: ${psLine(service) ?? "not listed"}`);
+    }
+    if (!/\bExit(ed)? \(?0\)?/.test(psLine("migrate") ?? "")) throw new Error(`the block's ps: migrate did not exit 0: ${psLine("migrate") ?? "not listed"}`);
     await s.waitHealthy(SERVICES);
   });
 
@@ -91,7 +133,7 @@ try {
   });
 
   await stage("more backends: the README's recipe (backend3), then back to two", async () => {
-    s.file = withThirdBackend(ROOT, join(scratch, "scaled"));
+    s.file = withThirdBackend(checkout, join(scratch, "scaled"));
     await s.compose(["up", "-d"]);
     await s.waitHealthy([...SERVICES, "backend3"]);
     const scaledNginx = { host: (await s.service("nginx")).ip, port: 80 };
@@ -157,12 +199,12 @@ try {
 } catch (error) {
   failed = true;
   console.error(`\nFAILED: ${error instanceof Error ? (error.stack ?? error.message) : error}`);
-  if (stack) for (const service of [...SERVICES, "migrate"]) {
-    for (const id of await stack.ids(service).catch(() => [] as string[])) console.error(`--- ${service} (last lines)\n${await stack.logs(id, 20)}`);
+  if (teardown) for (const service of [...SERVICES, "migrate"]) {
+    for (const id of await teardown.ids(service).catch(() => [] as string[])) console.error(`--- ${service} (last lines)\n${await teardown.logs(id, 20)}`);
   }
 } finally {
   await addresses?.close();
-  if (stack) await stage("clean up (down --volumes)", () => stack!.compose(["down", "--volumes", "--remove-orphans"])).catch((e) => console.error(`clean-up: ${e}`));
+  if (teardown) await stage("clean up (down --volumes)", () => teardown!.compose(["down", "--volumes", "--remove-orphans"])).catch((e) => console.error(`clean-up: ${e}`));
   await engine?.stop();
   rmSync(scratch, { recursive: true, force: true });
 }

@@ -24,6 +24,22 @@ export async function runShown(cmd: string[], options: { cwd?: string; env?: Rec
   if (code !== 0) throw new Error(`${cmd.join(" ")} exited ${code}`);
 }
 
+/** Like `run`, but the output is shown as it comes as well as returned (the README's Docker block: its build, then its `ps`). */
+export async function runShownAndKept(cmd: string[], options: { cwd?: string; env?: Record<string, string | undefined> } = {}): Promise<string> {
+  const proc = Bun.spawn(cmd, { cwd: options.cwd, env: { ...process.env, ...options.env }, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  let output = "";
+  const pump = async (stream: ReadableStream<Uint8Array>, to: NodeJS.WriteStream) => {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) {
+      to.write(chunk);
+      output += decoder.decode(chunk, { stream: true });
+    }
+  };
+  const [code] = await Promise.all([proc.exited, pump(proc.stdout, process.stdout), pump(proc.stderr, process.stderr)]);
+  if (code !== 0) throw new Error(`${cmd.join(" ")} exited ${code}`);
+  return output;
+}
+
 export async function succeeds(cmd: string[]): Promise<boolean> {
   const proc = Bun.spawn(cmd, { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
   return (await proc.exited) === 0;
