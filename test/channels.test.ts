@@ -272,13 +272,13 @@ describe("POST /api/channels", () => {
     }
   });
 
-  test.each(transports)("the creator's live socket (%s) receives the new channel's messages at once, without reconnecting", async (transport) => {
+  test.each(transports)("the creator's live socket (%s) is told channel:joined and receives the new channel's messages at once, without reconnecting", async (transport) => {
     const socket = await connect(alice, transport);
-    const channel = await createChannel(alice, "private");
     const recorder = record(socket);
+    const channel = await createChannel(alice, "private");
     const message = await sendIn(socket, channel.id, "first words");
     expectMessageShape(message, alice.user, "first words", channel.id);
-    await expectOnlyMarker([recorder], [[["message", message]]]);
+    await expectOnlyMarker([recorder], [[["channel:joined", { channelId: channel.id }], ["message", message]]]);
   });
 
   const badBodies: Array<{ name: string; body: unknown; path?: string; code?: string }> = [
@@ -516,31 +516,34 @@ describe("join and leave", () => {
     await sendIn(sender, channel.id, "before dave joined");
     await expectOnlyMarker(recorders);
 
+    // Both tabs are told, once their rooms changed (channel:joined, channel:left), then the messages follow or stop.
+    recorders = daveTabs.map(record);
     const joined = await join(dave, channel.id);
     expectChannel(joined, { id: channel.id, name: channel.name, kind: "public", unread: 0 });
     expect(await memberRow(channel.id, dave.user.id)).toBeDefined();
 
-    recorders = daveTabs.map(record);
     const m1 = await sendIn(sender, channel.id, "dave is in");
-    for (const r of recorders) expect(await r.until(isMessage(m1.id))).toEqual([["message", m1]]);
+    const told: Recorded = ["channel:joined", { channelId: channel.id }];
+    for (const r of recorders) expect(await r.until(isMessage(m1.id))).toEqual([told, ["message", m1]]);
     // Dave can post from either tab, no reconnect; both tabs get it.
     const m2 = await sendIn(daveTabs[0]!, channel.id, "dave speaks (polling)");
     const m3 = await sendIn(daveTabs[1]!, channel.id, "dave speaks (websocket)");
-    const seen: Recorded[] = [m1, m2, m3].map((m) => ["message", m]);
+    const seen: Recorded[] = [told, ...[m1, m2, m3].map((m): Recorded => ["message", m])];
     await expectOnlyMarker(recorders, [seen, seen]);
 
+    recorders = daveTabs.map(record);
     await expectStatus(await api("POST", `/api/channels/${channel.id}/leave`, dave.token), 204);
     expect(await memberRow(channel.id, dave.user.id)).toBeUndefined();
     expect((await listChannels(dave)).map((c) => c.id)).not.toContain(channel.id);
 
-    recorders = daveTabs.map(record);
     await sendIn(sender, channel.id, "dave left");
     await postIn(alice, channel.id, "dave left (REST)");
     for (const socket of daveTabs) {
       const ack = (await sendWithAck(socket, { content: "still here?", channelId: channel.id })) as Ack;
       expect(ack).toMatchObject({ ok: false, error: { code: "FORBIDDEN" } });
     }
-    await expectOnlyMarker(recorders);
+    const left: Recorded[] = [["channel:left", { channelId: channel.id }]];
+    await expectOnlyMarker(recorders, [left, left]);
     await expectError(await api("GET", `/api/channels/${channel.id}/messages`, dave.token), 403, "FORBIDDEN");
   });
 
@@ -548,6 +551,7 @@ describe("join and leave", () => {
     const sender = await connect(alice, "polling");
     const daveTabs = await tabs(dave);
     const channel = await createChannel(alice, "public");
+    const recorders = daveTabs.map(record);
     const first = await join(dave, channel.id);
     const m1 = await postIn(alice, channel.id);
     await markRead(dave, channel.id, m1.id);
@@ -565,9 +569,16 @@ describe("join and leave", () => {
     );
     expect(m2.id).toBeGreaterThan(m1.id);
 
-    const recorders = daveTabs.map(record);
+    // Told of the first join only (the second changed nothing); every message once.
     const m3 = await sendIn(sender, channel.id, "once only");
-    await expectOnlyMarker(recorders, [[["message", m3]], [["message", m3]]]);
+    const seen: Recorded[] = [
+      ["channel:joined", { channelId: channel.id }],
+      ["message", m1],
+      ["channel:read", { channelId: channel.id, lastReadId: m1.id }],
+      ["message", m2],
+      ["message", m3],
+    ];
+    await expectOnlyMarker(recorders, [seen, seen]);
   });
 
   describe("refusals", () => {
@@ -624,11 +635,11 @@ describe("join and leave", () => {
     test("a private channel's creator can leave it, and its sockets stop receiving it", async () => {
       const own = await createChannel(alice, "private");
       await addMember(alice, own.id, dave.user.id);
-      const aliceTabs = await tabs(alice);
+      const recorders = (await tabs(alice)).map(record);
       await expectStatus(await api("POST", `/api/channels/${own.id}/leave`, alice.token), 204);
-      const recorders = aliceTabs.map(record);
       await postIn(dave, own.id, "alice left");
-      await expectOnlyMarker(recorders);
+      const left: Recorded[] = [["channel:left", { channelId: own.id }]];
+      await expectOnlyMarker(recorders, [left, left]);
       await expectError(await api("GET", `/api/channels/${own.id}/messages`, alice.token), 404, "NOT_FOUND");
     });
   });
@@ -692,8 +703,9 @@ describe("POST /api/channels/:id/members", () => {
     const added: Channel = await expectStatus(await api("POST", `/api/channels/${channel.id}/members`, owner.token, { userId: member.user.id }), 200);
     expectChannel(added, { id: channel.id, name: channel.name, kind: "private", unread: 0 });
     const message = await postIn(owner, channel.id, "welcome");
-    for (const r of recorders) expect(await r.until(isMessage(message.id))).toEqual([["message", message]]);
-    await expectOnlyMarker(recorders, [[["message", message]], [["message", message]]]);
+    const seen: Recorded[] = [["channel:joined", { channelId: channel.id }], ["message", message]];
+    for (const r of recorders) expect(await r.until(isMessage(message.id))).toEqual(seen);
+    await expectOnlyMarker(recorders, [seen, seen]);
     // The newcomer can post and read the whole history; its unread count counted only what came after it joined.
     expect(await unreadIn(member, channel.id)).toBe(1);
     await sendIn(memberTabs[0]!, channel.id, "thanks");
@@ -713,13 +725,12 @@ describe("POST /api/channels/:id/members", () => {
   ] as const)("%s who is a member but not the creator may add members", async (_name, actor, i) => {
     await addMember(owner, channel.id, actor().user.id);
     const target = targets[i]!;
-    const targetTab = await connect(target, i === 0 ? "polling" : "websocket");
+    const recorder = record(await connect(target, i === 0 ? "polling" : "websocket"));
     const added = await addMember(actor(), channel.id, target.user.id);
     expectChannel(added, { id: channel.id, name: channel.name, kind: "private", unread: (await unreadIn(actor(), channel.id))! });
     expect(await memberRow(channel.id, target.user.id)).toBeDefined();
-    const recorder = record(targetTab);
     const message = await postIn(owner, channel.id, `added by ${_name}`);
-    await expectOnlyMarker([recorder], [[["message", message]]]);
+    await expectOnlyMarker([recorder], [[["channel:joined", { channelId: channel.id }], ["message", message]]]);
   });
 
   const refusals: Array<{ name: string; actor: () => Registered; channel: () => Promise<number>; userId: () => number; status: number; code: string }> = [
@@ -885,14 +896,15 @@ describe("POST /api/direct/:userId", () => {
     const xSocket = await connect(x, "polling");
     const ySocket = await connect(y, "websocket");
     const eveTabs = await tabs(eve);
-    const dm = await direct(x, y, 201);
     const recorders = [xSocket, ySocket].map(record);
     const outsiders = eveTabs.map(record);
+    const dm = await direct(x, y, 201);
     const fromX = await sendIn(xSocket, dm.id, "hi y");
     const fromY = await sendIn(ySocket, dm.id, "hi x");
     expectMessageShape(fromX, x.user, "hi y", dm.id);
     expectMessageShape(fromY, y.user, "hi x", dm.id);
     const both: Recorded[] = [
+      ["channel:joined", { channelId: dm.id }],
       ["message", fromX],
       ["message", fromY],
     ];

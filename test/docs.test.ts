@@ -131,7 +131,7 @@ describe("GET /asyncapi.json (the Socket.IO events)", () => {
         .sort();
     expect(named("client_")).toEqual(Object.keys(clientEvents).sort());
     expect(named("server_")).toEqual(Object.keys(serverEvents).sort());
-    expect(named("server_")).toEqual(["channel:read", "message", "message:deleted", "message:error", "message:updated", "presence", "resync", "typing", "typing:error"]);
+    expect(named("server_")).toEqual(["channel:joined", "channel:left", "channel:read", "message", "message:deleted", "message:error", "message:updated", "presence", "resync", "typing", "typing:error"]);
     for (const message of Object.values(messages)) {
       expect(message.payload.type).toBe("object");
       expect(typeof message.summary).toBe("string");

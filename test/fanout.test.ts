@@ -199,11 +199,11 @@ describe("polling and upgrading clients", () => {
     const writes = perSocketMessages(t, upgradable.socket);
     // Joined while still on polling: its rooms change before the websocket exists.
     const during = await createChannel(alice);
+    let recorder = record(upgradable.socket);
     await join(bob, during.id);
 
-    let recorder = record(upgradable.socket);
     const onPolling = await sendIn(sender, before.id, "while polling");
-    await expectUntilMarker(sender, before.id, [recorder], [[["message", onPolling]]]);
+    await expectUntilMarker(sender, before.id, [recorder], [[["channel:joined", { channelId: during.id }], ["message", onPolling]]]);
     expect(writes).toContain(onPolling.id);
 
     await upgradable.upgrade();
@@ -251,16 +251,19 @@ describe("membership", () => {
     await sendIn(sender, channel.id, "before dave joined");
     await expectUntilMarker(sender, GENERAL, recorders, [[], []]);
 
+    // Each tab is told (channel:joined, channel:left) once its room changed.
+    recorders = daveTabs.map((s) => record(s));
     await join(dave, channel.id);
-    recorders = daveTabs.map((s) => record(s));
     const inside = await sendIn(sender, channel.id, "dave is in");
-    await expectUntilMarker(sender, channel.id, recorders, [[["message", inside]], [["message", inside]]]);
+    const joined: Recorded[] = [["channel:joined", { channelId: channel.id }], ["message", inside]];
+    await expectUntilMarker(sender, channel.id, recorders, [joined, joined]);
 
-    await expectStatus(await api("POST", `/api/channels/${channel.id}/leave`, dave.token), 204);
     recorders = daveTabs.map((s) => record(s));
+    await expectStatus(await api("POST", `/api/channels/${channel.id}/leave`, dave.token), 204);
     const senderRecorder = record(sender);
     const after = await sendIn(sender, channel.id, "dave left");
-    await expectUntilMarker(sender, GENERAL, recorders, [[], []]);
+    const left: Recorded[] = [["channel:left", { channelId: channel.id }]];
+    await expectUntilMarker(sender, GENERAL, recorders, [left, left]);
     // Published all the same (alice is still a member, and gets it once).
     expect(publishesOf(one, after).map((p) => p.topic)).toEqual([channelTopic(channel.id)]);
     expect(await senderRecorder.until(isMessage(after.id))).toEqual([["message", after]]);

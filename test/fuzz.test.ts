@@ -252,6 +252,8 @@ const queryRoutes = (): { label: string; path: fc.Arbitrary<string>; token: stri
   { label: "search", path: fc.constant("/api/messages/search"), token: fuzzer.token, keys: ["q", "q", "channelId", "before", "limit"] },
   { label: "audit", path: fc.constant("/api/admin/audit"), token: admin.token, keys: ["action", "actorId", "before", "limit"] },
   { label: "channel history", path: pathId(1).map((id) => `/api/channels/${id}/messages`), token: fuzzer.token, keys: ["limit", "before", "after"] },
+  { label: "public channels", path: fc.constant("/api/channels/public"), token: fuzzer.token, keys: ["limit", "after"] },
+  { label: "channel members", path: pathId(privateChannel).map((id) => `/api/channels/${id}/members`), token: fuzzer.token, keys: ["limit", "after"] },
 ];
 
 async function queriesRound(scale: number, seed: number): Promise<{ count: number; failures: Failure[] }> {
@@ -439,7 +441,7 @@ async function pathsRound(scale: number, seed: number): Promise<{ count: number;
 
 const socketOptions = { maxHuge: 12_000, maxDepth: 1_000, binary: true };
 /** Event names the service has no handler for (socket.io-client refuses its reserved ones itself). */
-const unknownEvents = ["error", "__proto__", "constructor", "toString", "hasOwnProperty", "message:error", "typing:error", "message:updated", "presence", "channel:read", "connection", "join", "ping", "0", ""];
+const unknownEvents = ["error", "__proto__", "constructor", "toString", "hasOwnProperty", "message:error", "typing:error", "message:updated", "presence", "channel:read", "channel:joined", "channel:left", "connection", "join", "ping", "0", ""];
 
 interface SocketCase {
   event: string;

@@ -227,6 +227,9 @@ const isPresence = (userId: number, status: "online" | "offline") => ([event, pa
 const onlineEvent = (user: Registered): Recorded => ["presence", { userId: user.user.id, status: "online" }];
 const offlineEvent = (user: Registered): Recorded => ["presence", { userId: user.user.id, status: "offline" }];
 const typingEvent = (channelId: number, user: Registered): Recorded => ["typing", { channelId, userId: user.user.id }];
+/** What each socket of a user whose membership changed is told (api.md §8). */
+const joinedEvent = (channelId: number): Recorded => ["channel:joined", { channelId }];
+const leftEvent = (channelId: number): Recorded => ["channel:left", { channelId }];
 
 /** Emits `typing` with an ack callback; resolves with the ack. */
 function typeWithAck(socket: ChatClient, ...args: unknown[]): Promise<TypingAck> {
@@ -649,17 +652,17 @@ describe("typing and membership changes mid-connection", () => {
       await expectUntilMarker(recs, [
         [typingEvent(pub.id, carol)],
         [typingEvent(pub.id, carol), typingEvent(pub.id, alice)],
-        [typingEvent(pub.id, alice)],
-        [typingEvent(pub.id, alice)],
+        [joinedEvent(pub.id), typingEvent(pub.id, alice)],
+        [joinedEvent(pub.id), typingEvent(pub.id, alice)],
       ]);
 
-      await leave(carol, pub.id);
       recs = [aliceSocket, daveSocket, carolSocket, carolOther].map((s) => record(s));
+      await leave(carol, pub.id);
       // dave's first typing there: relayed to the members who remain (alice), not to carol.
       await expectTypingOk(daveSocket, pub.id);
       expectRefusal(await typeWithAck(carolSocket, { channelId: pub.id }), "FORBIDDEN");
       expectRefusal(await typeWithAck(carolOther, { channelId: pub.id }), "FORBIDDEN");
-      await expectUntilMarker(recs, [[typingEvent(pub.id, dave)], [], [], []]);
+      await expectUntilMarker(recs, [[typingEvent(pub.id, dave)], [], [leftEvent(pub.id)], [leftEvent(pub.id)]]);
     },
   );
 
@@ -673,12 +676,12 @@ describe("typing and membership changes mid-connection", () => {
     await addMember(alice, priv.id, bob.user.id);
     await expectTypingOk(bobSocket, priv.id);
     await expectTypingOk(aliceSocket, priv.id);
-    await expectUntilMarker(recs, [[typingEvent(priv.id, bob)], [typingEvent(priv.id, alice)]]);
+    await expectUntilMarker(recs, [[typingEvent(priv.id, bob)], [joinedEvent(priv.id), typingEvent(priv.id, alice)]]);
 
-    await leave(bob, priv.id);
     recs = [aliceSocket, bobSocket].map((s) => record(s));
+    await leave(bob, priv.id);
     expectRefusal(await typeWithAck(bobSocket, { channelId: priv.id }), "NOT_FOUND");
-    await expectUntilMarker(recs);
+    await expectUntilMarker(recs, [[], [leftEvent(priv.id)]]);
   });
 });
 

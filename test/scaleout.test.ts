@@ -56,9 +56,44 @@ describe("broadcasts cross instances", () => {
     const ownerSocket = await connect(owner, "websocket", a);
     const secret = await sendWithAck(ownerSocket, { content: "for members", channelId: created.id });
     expect(secret.ok).toBe(true);
-    expect(await memberRec.until(isMessage((secret.message as ChatMessage).id))).toEqual([["message", secret.message]]);
+    // Told first (after its socket on B joined the room), then the message.
+    expect(await memberRec.until(isMessage((secret.message as ChatMessage).id))).toEqual([
+      ["channel:joined", { channelId: created.id }],
+      ["message", secret.message],
+    ]);
     const marker = await sendWithAck(ownerSocket, { content: "general marker" });
     expect(await outsiderRec.until(isMessage((marker.message as ChatMessage).id))).toEqual([["message", marker.message]]);
+  });
+
+  test("a join on A: channel:joined on the user's sockets on B (and A), already in the room; a leave on B: channel:left on both", async () => {
+    const [owner, user] = [await a.register(), await b.register()];
+    const post = (server: { url: string }, token: string, path: string, body?: unknown) =>
+      fetch(`${server.url}${path}`, { method: "POST", headers: { ...json, ...bearer(token) }, body: body === undefined ? undefined : JSON.stringify(body) });
+    const created = (await (await post(a, owner.token, "/api/channels", { name: uniqueName("open"), kind: "public" })).json()) as Json;
+    const onB = await connect(user, "polling", b);
+    const onA = await connect(user, "websocket", a);
+    const ownerSocket = await connect(owner, "websocket", a);
+    const [recB, recA] = [record(onB), record(onA)];
+    // The owner speaks the moment B's socket is told: it must be in the room on B by then.
+    const spoken = new Promise<ChatMessage>((resolve, reject) =>
+      onB.once("channel:joined", () => void sendWithAck(ownerSocket, { content: "right after", channelId: created.id }).then((ack) => (ack.ok ? resolve(ack.message) : reject(new Error(JSON.stringify(ack)))), reject)),
+    );
+    expect((await post(a, user.token, `/api/channels/${created.id}/join`)).status).toBe(200);
+    const message = await spoken;
+    for (const rec of [recB, recA]) expect(await rec.until(isMessage(message.id))).toEqual([["channel:joined", { channelId: created.id }], ["message", message]]);
+    expect((await post(b, user.token, `/api/channels/${created.id}/leave`)).status).toBe(204);
+    for (const rec of [recB, recA]) await rec.until(([event]) => event === "channel:left");
+    const after = await sendWithAck(ownerSocket, { content: "gone", channelId: created.id });
+    const marker = await sendWithAck(ownerSocket, { content: "general marker" });
+    for (const rec of [recB, recA]) {
+      expect(await rec.until(isMessage((marker.message as ChatMessage).id))).toEqual([
+        ["channel:joined", { channelId: created.id }],
+        ["message", message],
+        ["channel:left", { channelId: created.id }],
+        ["message", marker.message],
+      ]);
+    }
+    expect(after.ok).toBe(true);
   });
 });
 

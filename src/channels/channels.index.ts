@@ -1,6 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv } from "../lib/app-env.ts";
 import { createRouter } from "../lib/create-router.ts";
+import { setNextLink } from "../lib/paging.ts";
 import { jsonOnce } from "../lib/responses.ts";
 import type { MessagesService } from "../messages/messages.service.ts";
 import * as routes from "./channels.routes.ts";
@@ -19,6 +20,14 @@ export function channelsRouter(deps: {
   router.use("/api/direct/*", requireAuth);
   return router
     .openapi(routes.list, async (c) => c.json(await channels.listFor(c.get("user")), 200))
+    // Two segments, where every `{id}` route has three: `public` is never read as an id, and
+    // `/api/channels/public/join` and the like are a bad id (400), never the directory.
+    .openapi(routes.directory, async (c) => {
+      const query = c.req.valid("query");
+      const page = await channels.listPublic(c.get("user"), query);
+      setNextLink(c, "/api/channels/public", page.nextAfter, query.limit);
+      return c.json(page.items, 200);
+    })
     .openapi(routes.create, async (c) => c.json(await channels.create(c.get("user"), c.req.valid("json")), 201))
     .openapi(routes.join, async (c) => c.json(await channels.join(c.get("user"), c.req.valid("param").id), 200))
     .openapi(routes.leave, async (c) => {
@@ -26,6 +35,13 @@ export function channelsRouter(deps: {
       return c.body(null, 204);
     })
     .openapi(routes.invite, async (c) => c.json(await channels.invite(c.get("user"), c.req.valid("param").id, c.req.valid("json").userId), 200))
+    .openapi(routes.members, async (c) => {
+      const { id } = c.req.valid("param");
+      const query = c.req.valid("query");
+      const page = await channels.members(c.get("user"), id, query);
+      setNextLink(c, `/api/channels/${id}/members`, page.nextAfter, query.limit);
+      return c.json(page.items, 200);
+    })
     .openapi(routes.direct, async (c) => {
       const { channel, created } = await channels.direct(c.get("user"), c.req.valid("param").userId);
       return created ? c.json(channel, 201) : c.json(channel, 200);

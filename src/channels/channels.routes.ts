@@ -1,7 +1,19 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { eventsPageSchema, eventsQuerySchema, historyEntrySchema, historyQuerySchema } from "../messages/messages.schemas.ts";
+import { idPageResponse } from "../lib/paging.ts";
 import { errorResponse, jsonBody, jsonContent, protectedResponses, validationResponses } from "../lib/responses.ts";
-import { addMemberSchema, channelIdParamsSchema, channelSchema, createChannelSchema, readMarkerSchema, userIdPathSchema } from "./channels.schemas.ts";
+import { userSchema } from "../users/users.schemas.ts";
+import {
+  addMemberSchema,
+  channelIdParamsSchema,
+  channelMembersQuerySchema,
+  channelSchema,
+  createChannelSchema,
+  publicChannelSchema,
+  publicChannelsQuerySchema,
+  readMarkerSchema,
+  userIdPathSchema,
+} from "./channels.schemas.ts";
 
 const secured = { security: [{ bearerAuth: [] }], tags: ["channels"] };
 const refusals = {
@@ -17,6 +29,19 @@ export const list = createRoute({
   path: "/api/channels",
   summary: "The caller's channels, with unread counts",
   responses: { 200: jsonContent(z.array(channelSchema), "Ordered by id"), ...protectedResponses },
+});
+
+export const directory = createRoute({
+  ...secured,
+  method: "get",
+  path: "/api/channels/public",
+  summary: "Browse the public channels (general included), joined or not, a page at a time",
+  request: { query: publicChannelsQuerySchema },
+  responses: {
+    200: idPageResponse(z.array(publicChannelSchema), "A page of public channels, ordered by id, with their member counts and whether the caller is in each", "/api/channels/public"),
+    ...validationResponses,
+    ...protectedResponses,
+  },
 });
 
 export const create = createRoute({
@@ -57,6 +82,20 @@ export const invite = createRoute({
   summary: "Add a member to a private channel (its creator, moderators, admins)",
   request: { params: channelIdParamsSchema, body: jsonBody(addMemberSchema) },
   responses: { 200: jsonContent(channelSchema, "The channel"), ...refusals },
+});
+
+export const members = createRoute({
+  ...secured,
+  method: "get",
+  path: "/api/channels/{id}/members",
+  summary: "A channel's members, a page at a time (a public channel: anyone signed in; private and direct: its members)",
+  request: { params: channelIdParamsSchema, query: channelMembersQuerySchema },
+  responses: {
+    200: idPageResponse(z.array(userSchema), "A page of members, ordered by user id", "/api/channels/{id}/members"),
+    ...validationResponses,
+    ...protectedResponses,
+    404: errorResponse("NOT_FOUND: no such channel, or a private or direct one the caller is not in"),
+  },
 });
 
 export const direct = createRoute({

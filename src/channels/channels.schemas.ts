@@ -1,5 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import { codePointLabel, invisibleCharacterProblem, withoutEmojiJoiners } from "../lib/names.ts";
+import { idPageQuerySchema } from "../lib/paging.ts";
 import { atMostUnits, codePoints, idParam, MAX_ID, storableText, storableTextMessage } from "../lib/schemas.ts";
 
 export const channelKindSchema = z.enum(["public", "private", "direct"]);
@@ -17,6 +18,25 @@ export const channelSchema = z
   .openapi("Channel");
 
 export type ChannelView = z.infer<typeof channelSchema>;
+
+/** A public channel as the directory lists it (GET /api/channels/public), joined or not. */
+export const publicChannelSchema = z
+  .object({
+    id: z.number().int(),
+    name: z.string(),
+    createdAt: z.string().openapi({ format: "date-time" }),
+    members: z.number().int().openapi({ description: "how many users are members" }),
+    joined: z.boolean().openapi({ description: "whether the caller is one of them" }),
+  })
+  .openapi("PublicChannel");
+
+export type PublicChannelView = z.infer<typeof publicChannelSchema>;
+
+/** `?limit=&after=` of the channel directory, as GET /api/users pages. */
+export const publicChannelsQuerySchema = idPageQuerySchema("channels");
+
+/** `?limit=&after=` of a channel's member list, as GET /api/users pages. */
+export const channelMembersQuerySchema = idPageQuerySchema("members");
 
 /**
  * Why a channel name is refused for a character that does not show, or changes what the name looks

@@ -3,11 +3,18 @@ import { isUniqueViolation } from "../lib/db.ts";
 import { AppError } from "../lib/errors.ts";
 import { authorize } from "../lib/policy.ts";
 import type { AuthUser } from "../lib/tokens.ts";
-import type { ChannelView } from "./channels.schemas.ts";
+import type { ChannelView, PublicChannelView } from "./channels.schemas.ts";
 import { nameSkeleton } from "../lib/names.ts";
+import { pageOf, type IdPage } from "../lib/paging.ts";
+import { toPublicUser, type PublicUser } from "../users/users.schemas.ts";
 import { GENERAL_CHANNEL_ID, GENERAL_CHANNEL_NAME } from "./general.ts";
 
-/** How membership changes reach live sockets (implemented by the realtime layer). */
+/**
+ * How membership changes reach live sockets (implemented by the realtime layer, which moves the
+ * user's sockets into or out of the channel's room and tells them: `channel:joined`, `channel:left`).
+ * Called once per real change, after it is stored: never for a join of a channel the user is
+ * already in, nor for a leave that removed nothing.
+ */
 export interface MembershipEvents {
   joined(userId: number, channelId: number): void;
   left(userId: number, channelId: number): void;
@@ -18,6 +25,9 @@ export type ChannelsService = ReturnType<typeof createChannelsService>;
 const generalSkeleton = nameSkeleton(GENERAL_CHANNEL_NAME);
 // The same answer whichever channel has the name: the caller may not be able to see it.
 const nameTaken = () => new AppError("CHANNEL_NAME_TAKEN", "A channel with that name, or one that looks like it, exists");
+
+type PublicChannelRow = { id: number; name: string; created_at: Date; members: number; joined: boolean };
+type MemberRow = { id: number; username: string; role: PublicUser["role"]; created_at: Date };
 
 type ChannelRow = { id: number; name: string; kind: "public" | "private" | "direct"; created_at: Date; unread: number; seq: number };
 
@@ -76,6 +86,37 @@ export function createChannelsService({ db, membership }: { db: Db; membership: 
 
   return {
     listFor: (user: AuthUser) => listFor(user.id),
+
+    /** The public channels by id, a page at a time, with member counts and whether the caller is in each: one query. */
+    async listPublic(user: AuthUser, { limit, after }: { limit: number; after?: number }): Promise<IdPage<PublicChannelView>> {
+      const rows = await db.$queryRaw<PublicChannelRow[]>`
+        SELECT c.id, c.name, c.created_at,
+          (SELECT count(*) FROM channel_members m WHERE m.channel_id = c.id)::int AS members,
+          EXISTS (SELECT 1 FROM channel_members m WHERE m.channel_id = c.id AND m.user_id = ${user.id}::int) AS joined
+        FROM channels c
+        WHERE c.kind = 'public' AND c.id > ${after ?? 0}::int
+        ORDER BY c.id
+        LIMIT ${limit + 1}::int`;
+      const page = pageOf(rows, limit, (row) => row.id);
+      return {
+        items: page.rows.map((r) => ({ id: r.id, name: r.name, createdAt: r.created_at.toISOString(), members: r.members, joined: r.joined })),
+        nextAfter: page.nextAfter,
+      };
+    },
+
+    /** A channel's members by user id, a page at a time: a public channel's for anyone, others' for their members (else NOT_FOUND). */
+    async members(user: AuthUser, channelId: number, { limit, after }: { limit: number; after?: number }): Promise<IdPage<PublicUser>> {
+      await findVisible(user.id, channelId);
+      const rows = await db.$queryRaw<MemberRow[]>`
+        SELECT u.id, u.username, u.role::text AS role, u.created_at
+        FROM channel_members m JOIN users u ON u.id = m.user_id
+        WHERE m.channel_id = ${channelId}::int AND m.user_id > ${after ?? 0}::int
+        ORDER BY m.user_id
+        LIMIT ${limit + 1}::int`;
+      const page = pageOf(rows, limit, (row) => row.id);
+      return { items: page.rows.map((r) => toPublicUser({ id: r.id, username: r.username, role: r.role, createdAt: r.created_at })), nextAfter: page.nextAfter };
+    },
+
     assertMember,
     findVisible,
 
@@ -119,9 +160,10 @@ export function createChannelsService({ db, membership }: { db: Db; membership: 
       // Both users stay in their direct channel: one who left could neither reach it again
       // (POST /api/direct answers with the existing channel, which they are not in) nor open another.
       if (channel.kind === "direct") throw new AppError("FORBIDDEN", "A direct channel cannot be left");
-      // deleteMany: a second leave racing this one finds nothing to delete, which is fine.
-      await db.channelMember.deleteMany({ where: { channelId, userId: user.id } });
-      membership.left(user.id, channelId);
+      // deleteMany: a second leave racing this one finds nothing to delete, which is fine, and
+      // tells nobody: only the leave that removed the row is a change.
+      const { count } = await db.channelMember.deleteMany({ where: { channelId, userId: user.id } });
+      if (count > 0) membership.left(user.id, channelId);
     },
 
     /** Private channels: their creator, moderators and admins add members. */

@@ -58,6 +58,16 @@ export const serverEvents = {
     summary: "A user's first socket connected (online) or their last one closed (offline); to every socket.",
     payload: z.object({ userId: id, status: z.enum(["online", "offline"]) }),
   },
+  "channel:joined": {
+    summary:
+      "The user became a member of a channel: they created it, joined it, were added to it, or a direct channel with them was opened (api.md §8); to every socket of theirs, after those sockets joined the channel's room, so its messages follow. Only the id is sent: reload `GET /api/channels` to learn its name, seq and unread count.",
+    payload: z.object({ channelId: id }),
+  },
+  "channel:left": {
+    summary:
+      "The user is no longer a member of a channel (they left it); to every socket of theirs, after those sockets left its room: nothing more of it arrives. Reload `GET /api/channels` (or drop the channel) to agree.",
+    payload: z.object({ channelId: id }),
+  },
   "channel:read": {
     summary: "The caller's read marker moved (from any of their sockets or REST); to their sockets only.",
     payload: z.object({ channelId: id, lastReadId: id }),

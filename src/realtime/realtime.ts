@@ -143,7 +143,13 @@ export function loadSocketChannels(io: ChatServer, db: Db): void {
   });
 }
 
-/** Membership changes take effect at once on every socket of the user (with Redis, on every instance). */
+/**
+ * Membership changes take effect at once on every socket of the user (with Redis, on every
+ * instance), and each of those sockets is told: `channel:joined` / `channel:left { channelId }`.
+ * The event follows the room change to the same user room: in one process the room change is
+ * applied first, and with Redis both travel in the adapter's one stream in that order, so on every
+ * instance a socket told it joined is already in the channel's room.
+ */
 export function socketMembership(io: ChatServer, { clustered, resumer }: { clustered: boolean; resumer: Pick<Resumer, "membershipChanged"> }): MembershipEvents {
   const record = (userId: number, channelId: number, member: boolean) => {
     for (const changes of handshakesOf(io, userId)?.values() ?? []) changes.set(channelId, member);
@@ -157,11 +163,13 @@ export function socketMembership(io: ChatServer, { clustered, resumer }: { clust
       record(userId, channelId, true);
       if (clustered) io.serverSideEmit("membership", { userId, channelId, member: true });
       io.in(userRoom(userId)).socketsJoin(channelRoom(channelId));
+      io.to(userRoom(userId)).emit("channel:joined", { channelId });
     },
     left(userId, channelId) {
       record(userId, channelId, false);
       if (clustered) io.serverSideEmit("membership", { userId, channelId, member: false });
       io.in(userRoom(userId)).socketsLeave(channelRoom(channelId));
+      io.to(userRoom(userId)).emit("channel:left", { channelId });
     },
   };
 }

@@ -1,6 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv } from "../lib/app-env.ts";
 import { createRouter } from "../lib/create-router.ts";
+import { setNextLink } from "../lib/paging.ts";
 import { jsonOnce } from "../lib/responses.ts";
 import * as routes from "./users.routes.ts";
 import type { UsersService } from "./users.service.ts";
@@ -15,10 +16,8 @@ export function usersRouter({ users, requireAuth }: { users: UsersService; requi
     .openapi(routes.list, async (c) => {
       const { limit, after } = c.req.valid("query");
       const page = await users.list({ limit, after });
-      if (page.nextAfter !== undefined) {
-        c.header("Link", `</api/users?after=${page.nextAfter}&limit=${limit}>; rel="next"`);
-      }
-      return jsonOnce(c, page.users, 200);
+      setNextLink(c, "/api/users", page.nextAfter, limit);
+      return jsonOnce(c, page.items, 200);
     })
     .openapi(routes.setRole, async (c) => {
       const { id } = c.req.valid("param");

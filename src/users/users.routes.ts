@@ -1,4 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
+import { idPageResponse } from "../lib/paging.ts";
 import { errorResponse, jsonBody, jsonContent, optionalJsonBody, protectedResponses, validationResponses } from "../lib/responses.ts";
 import { banBodySchema, listUsersQuerySchema, setRoleBodySchema, userIdParamsSchema, userSchema } from "./users.schemas.ts";
 
@@ -10,12 +11,7 @@ export const list = createRoute({
   security: [{ bearerAuth: [] }],
   request: { query: listUsersQuerySchema },
   responses: {
-    200: {
-      ...jsonContent(z.array(userSchema), "A page of users, ordered by id"),
-      headers: z.object({
-        Link: z.string().optional().openapi({ description: 'Present when more remain: `</api/users?after=N&limit=L>; rel="next"`' }),
-      }),
-    },
+    200: idPageResponse(z.array(userSchema), "A page of users, ordered by id", "/api/users"),
     ...validationResponses,
     ...protectedResponses,
   },

@@ -1,6 +1,7 @@
 import { z } from "@hono/zod-openapi";
 import { foldCase, invisibleCharacterProblem } from "../lib/names.ts";
-import { atLeastUnits, atMostUnits, codePoints, idParam, limitParam, storableText, storableTextMessage } from "../lib/schemas.ts";
+import { idPageQuerySchema } from "../lib/paging.ts";
+import { atLeastUnits, atMostUnits, codePoints, idParam, storableText, storableTextMessage } from "../lib/schemas.ts";
 
 // Letters and digits may carry up to three combining marks each, which scripts such as
 // Devanagari or Thai need for ordinary names (NFC composes the rest, e.g. Й); a mark
@@ -58,10 +59,7 @@ export const userSchema = z
 
 export type PublicUser = z.infer<typeof userSchema>;
 
-export const listUsersQuerySchema = z.object({
-  limit: limitParam(1, 1000, 100),
-  after: idParam.optional().openapi({ type: "integer", description: "return users with a larger id" }),
-});
+export const listUsersQuerySchema = idPageQuerySchema("users");
 
 /** The public view of a user row: the password hash never leaves the server. */
 export function toPublicUser(user: { id: number; username: string; role: PublicUser["role"]; createdAt: Date }): PublicUser {

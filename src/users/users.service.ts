@@ -6,17 +6,18 @@ import type { AuthUser } from "../lib/tokens.ts";
 import type { Revocations } from "../sessions/revocations.ts";
 import type { SessionsService } from "../sessions/sessions.service.ts";
 import { LRUCache } from "lru-cache";
+import { pageOf, type IdPage } from "../lib/paging.ts";
 import { toPublicUser, type PublicUser } from "./users.schemas.ts";
 
 export type UsersService = ReturnType<typeof createUsersService>;
 
 export function createUsersService(deps: { db: Db; audit: AuditService; sessions: SessionsService; revocations: Revocations }) {
   const { db, audit, sessions, revocations } = deps;
-  type Page = { users: PublicUser[]; nextAfter?: number };
+  type Page = IdPage<PublicUser>;
   // Pages of the user list, read by every client that opens: kept a second at most, and dropped
   // at once when this instance adds a user or changes a role. A change made by another instance
   // or by the CLI (scripts/user-role.ts) shows within that second. At most 100,000 users' worth.
-  const pages = new LRUCache<string, Page>({ max: 1_000, maxSize: 100_000, sizeCalculation: (page) => page.users.length + 1, ttl: 1_000 });
+  const pages = new LRUCache<string, Page>({ max: 1_000, maxSize: 100_000, sizeCalculation: (page) => page.items.length + 1, ttl: 1_000 });
   // Bumped by every change: a page read across a change answers its request but is not kept.
   let generation = 0;
   const forgetPages = () => {
@@ -42,8 +43,8 @@ export function createUsersService(deps: { db: Db; audit: AuditService; sessions
         orderBy: { id: "asc" },
         take: limit + 1,
       });
-      const users = rows.slice(0, limit);
-      const page = { users: users.map(toPublicUser), nextAfter: rows.length > limit ? users.at(-1)?.id : undefined };
+      const { rows: users, nextAfter } = pageOf(rows, limit, (user) => user.id);
+      const page = { items: users.map(toPublicUser), nextAfter };
       if (generation === started) pages.set(key, page);
       return page;
     },
