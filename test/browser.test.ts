@@ -13,9 +13,10 @@ setDefaultTimeout(TEST_TIMEOUT_MS);
 // Issue 9: the chat page at `/`, in real Chromium (Debian's, driven by playwright-core), against
 // the real entry point (`bun src/index.ts`, production mode) as a child process. Two browser
 // contexts sign up as alice and bob through the page, and what they do goes through the page's DOM
-// contract (#auth, #status, #me, #channels, #messages, #composer, #typing, #presence, #search);
+// contract (#auth, #status, #me, #offline, #channels, #directs, #people, #messages, #pending, #composer, #typing,
+// #search, and the #create-channel, #browse and #members dialogs);
 // REST is used only for what a third party does (carol's messages, edits and deletions, channels being
-// created). The server is restarted on the same database and port while both pages stay open: they resume
+// created) or another client of the same user (a join and a leave the page must follow live). The server is restarted on the same database and port while both pages stay open: they resume
 // with `auth.since` (a replay, or `resync` and the newest page; api.md §11). Screenshots are saved under
 // test-artifacts/ (with UPDATE_SCREENSHOT=1, the desktop one also to docs/screenshot.png, for the README).
 
@@ -62,6 +63,8 @@ interface OpenPage {
   requests: string[];
   /** The `auth` of every Socket.IO CONNECT the page sent (polling or websocket), to see what it resumes from. */
   handshakes: { token?: string; since?: Record<string, number> }[];
+  /** Every Socket.IO payload the page sent (websocket frames and polling bodies), to see what it sent. */
+  sent: string[];
 }
 
 /** CONNECT packets (`40{…}` for the main namespace) in an engine.io payload; polling batches them with \x1e. */
@@ -73,7 +76,8 @@ function connectPackets(payload: string | Buffer | null): OpenPage["handshakes"]
 }
 
 async function openPage(options: Parameters<Browser["newContext"]>[0] = { viewport: { width: 1280, height: 800 } }): Promise<OpenPage> {
-  const context = await browser.newContext(options);
+  // One time zone, so "Today" and "Yesterday" in the date separators are the test's days too.
+  const context = await browser.newContext({ timezoneId: "UTC", locale: "en-US", ...options });
   contexts.push(context);
   // The page's CSP forbids inline handlers, so markup rendered as HTML would be blocked rather than
   // run: record every CSP violation too (an init script runs before the page's own, outside its CSP).
@@ -90,22 +94,40 @@ async function openPage(options: Parameters<Browser["newContext"]>[0] = { viewpo
   const errors: string[] = [];
   const requests: string[] = [];
   const handshakes: OpenPage["handshakes"] = [];
+  const sent: string[] = [];
   page.on("pageerror", (error) => errors.push(String(error)));
   page.on("request", (request) => {
     requests.push(request.url());
-    if (request.method() === "POST" && request.url().includes("/socket.io/")) handshakes.push(...connectPackets(request.postData()));
+    if (request.method() !== "POST" || !request.url().includes("/socket.io/")) return;
+    sent.push(String(request.postData() ?? ""));
+    handshakes.push(...connectPackets(request.postData()));
   });
-  page.on("websocket", (ws) => ws.on("framesent", ({ payload }) => handshakes.push(...connectPackets(payload))));
+  page.on("websocket", (ws) =>
+    ws.on("framesent", ({ payload }) => {
+      sent.push(String(payload));
+      handshakes.push(...connectPackets(payload));
+    }),
+  );
   await page.goto(server.url);
-  return { page, errors, requests, handshakes };
+  return { page, errors, requests, handshakes, sent };
+}
+
+/** Fills `#auth` for a login, or (after switching it to creating an account) a registration. */
+async function fillAuth(page: Page, username: string, action: "register" | "login", pass = password, confirm = pass) {
+  const auth = page.locator("#auth");
+  const mode = await auth.getAttribute("data-mode");
+  if (mode !== action) await auth.locator(`button[data-action=mode-${action}]`).click();
+  await auth.locator("input[name=username]").fill(username);
+  await auth.locator("input[name=password]").fill(pass);
+  if (action === "register") await auth.locator("input[name=confirm]").fill(confirm);
+  else expect(await auth.locator("input[name=confirm]").isVisible()).toBe(false);
+  await auth.locator(`button[data-action=${action}]`).click();
 }
 
 /** Signs in through `#auth` (register or login) and waits for the app to be online as `username`. */
 async function signIn(page: Page, username: string, action: "register" | "login") {
   const auth = page.locator("#auth");
-  await auth.locator("input[name=username]").fill(username);
-  await auth.locator("input[name=password]").fill(password);
-  await auth.locator(`button[data-action=${action}]`).click();
+  await fillAuth(page, username, action);
   await auth.waitFor({ state: "hidden" });
   await page.locator("#app").waitFor({ state: "visible" });
   await page.locator("#status[data-state=online]").waitFor();
@@ -204,6 +226,20 @@ async function call(url: string, token: string, method: string, route: string, b
   });
 }
 
+/** Logs in over REST: a session of its own (another client of that user). */
+async function loginAs(username: string): Promise<{ token: string; user: { id: number } }> {
+  const res = await fetch(`${server.url}/api/auth/login`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ username, password }) });
+  expect(res.status).toBe(200);
+  return (await res.json()) as { token: string; user: { id: number } };
+}
+
+/** A REST call that must succeed; its JSON (undefined for a 204). */
+async function rest(token: string, method: string, route: string, body?: unknown): Promise<{ id: number } | undefined> {
+  const res = await call(server.url, token, method, route, body);
+  expect(res.status).toBeLessThan(300);
+  return res.status === 204 ? undefined : ((await res.json()) as { id: number });
+}
+
 /** General's id and head (`seq`), as the channel list gives them. */
 async function generalHead(token: string): Promise<{ id: number; seq: number }> {
   const listed = (await (await call(server.url, token, "GET", "/api/channels")).json()) as { id: number; name: string; seq: number }[];
@@ -246,6 +282,9 @@ const eventRequests = (p: OpenPage, from: number) => p.requests.slice(from).filt
 let alice: OpenPage;
 let bob: OpenPage;
 let carol: { token: string; user: { id: number } };
+let phoneErrors: string[] = [];
+/** The ids of the first two messages (backdated by two days and one). */
+let firstTwo: number[] = [];
 
 describe("the chat page in Chromium", () => {
   step("alice and bob sign up through #auth; a message alice types appears in bob's page with the exact text", async () => {
@@ -256,6 +295,25 @@ describe("the chat page in Chromium", () => {
       await page.locator("#auth").waitFor({ state: "visible" });
       expect(await page.locator("#auth-error").count()).toBe(1);
     }
+    // Registration errors: the two passwords must agree (checked in the page, nothing is sent), and
+    // what the API refuses is shown in its words: the length rules, per field.
+    const registrations = alice.requests.length;
+    await fillAuth(alice.page, "alice", "register", password, `${password}!`);
+    await alice.page.locator("#auth-error", { hasText: "The two passwords differ" }).waitFor();
+    expect(alice.requests.slice(registrations).filter((url) => url.includes("/api/auth/"))).toEqual([]);
+    const refused = await fetch(`${server.url}/api/auth/register`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ username: "al", password: "short" }),
+    });
+    const { error } = (await refused.json()) as { error: { details: { path: string; message: string }[] } };
+    const why = Object.fromEntries(error.details.map((d) => [d.path, d.message]));
+    expect(why.password).toContain("8 to 128");
+    await fillAuth(alice.page, "al", "register", "short");
+    await alice.page.locator("#auth-error", { hasText: `Password ${why.password}` }).waitFor();
+    expect(await alice.page.locator("#auth-error").textContent()).toContain(`Username ${why.username}`);
+    expect(await alice.page.locator("#auth").isVisible()).toBe(true);
+
     await signIn(alice.page, "alice", "register");
     await signIn(bob.page, "bob", "register");
 
@@ -267,10 +325,10 @@ describe("the chat page in Chromium", () => {
       expect(await open.textContent()).toContain("general");
     }
 
-    // Presence: each page lists both users.
+    // Presence: each page lists both users, online.
     for (const { page } of [alice, bob]) {
-      await page.waitForFunction(`document.querySelectorAll("#presence li[data-user-id]").length === 2`);
-      expect((await page.locator("#presence").textContent()) ?? "").toMatch(/alice[\s\S]*bob|bob[\s\S]*alice/);
+      await page.waitForFunction(`document.querySelectorAll('#people li[data-user-id][data-online="true"]').length === 2`);
+      expect((await page.locator("#people").textContent()) ?? "").toMatch(/alice[\s\S]*bob|bob[\s\S]*alice/);
     }
 
     // Typing: bob sees alice typing before she sends.
@@ -296,6 +354,12 @@ describe("the chat page in Chromium", () => {
       expect(shown.map((m) => m.content)).toEqual([hello, reply]);
       expect(await page.locator("#messages li[data-message-id] .time").count()).toBe(2);
     }
+
+    // For the date separators (checked once the pages load history again, after the restarts below):
+    // the first message was sent two days ago, the reply yesterday.
+    firstTwo = ids(await shownMessages(alice.page));
+    await testDb.sql`UPDATE messages SET created_at = created_at - interval '2 days' WHERE id = ${firstTwo[0]!}`;
+    await testDb.sql`UPDATE messages SET created_at = created_at - interval '1 day' WHERE id = ${firstTwo[1]!}`;
   });
 
   step("a message carrying markup shows as literal text in both pages and runs nothing", async () => {
@@ -351,6 +415,143 @@ describe("the chat page in Chromium", () => {
       expect(await page.locator(`#messages li[data-message-id="${victim.id}"][data-deleted="true"]`).count()).toBe(1);
     }
   });
+
+  step("links are anchors built from the message text; one author's consecutive messages are grouped", async () => {
+    const linked = "Spec: https://example.com/docs/a_(b)?x=1&y=2. Not links: javascript:alert(1), <a href=https://evil.example/x>x</a>";
+    await send(alice.page, linked);
+    const { id } = await waitForContent(bob.page, linked);
+    for (const { page } of [alice, bob]) {
+      const anchors = await page.$$eval(`#messages li[data-message-id="${id}"] .content a`, (links) =>
+        links.map((a) => ({ href: a.getAttribute("href"), text: a.textContent, rel: a.getAttribute("rel"), target: a.getAttribute("target"), attributes: a.getAttributeNames().sort() })),
+      );
+      // The sentence's full stop stays text; the would-be HTML stays text, its URL becomes an anchor of our own.
+      expect(anchors).toEqual([
+        { href: "https://example.com/docs/a_(b)?x=1&y=2", text: "https://example.com/docs/a_(b)?x=1&y=2", rel: "noopener noreferrer", target: "_blank", attributes: ["href", "rel", "target"] },
+        { href: "https://evil.example/x", text: "https://evil.example/x", rel: "noopener noreferrer", target: "_blank", attributes: ["href", "rel", "target"] },
+      ]);
+      expect((await shownMessages(page)).find((m) => m.id === id)!.content).toBe(linked);
+    }
+
+    // bob answers, then alice sends two in a row: her second shows without her name (grouped), her first with it.
+    await send(bob.page, "Noted.");
+    await send(alice.page, "Two things:");
+    await send(alice.page, "the spec link above is the draft.");
+    await waitForContent(bob.page, "the spec link above is the draft.");
+    for (const { page } of [alice, bob]) {
+      const items = await page.$$eval("#messages li[data-message-id]", (all) =>
+        all.slice(-3).map((li) => ({ continued: li.classList.contains("continued"), authorShown: li.ownerDocument.defaultView!.getComputedStyle(li.querySelector(".author")!).display !== "none" })),
+      );
+      expect(items).toEqual([
+        { continued: false, authorShown: true },
+        { continued: false, authorShown: true },
+        { continued: true, authorShown: false },
+      ]);
+    }
+  });
+
+  step(
+    "from the page: create public and private channels, browse and join, members, add a member, leave, a DM from the people list; sidebars follow live, over REST too",
+    async () => {
+      const a = alice.page;
+      const b = bob.page;
+      const dialog = a.locator("#create-channel");
+      const browse = b.locator("#browse");
+      const members = a.locator("#members");
+
+      // A name the API refuses: its reason, in the dialog.
+      await a.locator("[data-action=create]").click();
+      await dialog.waitFor({ state: "visible" });
+      await dialog.locator("input[name=name]").fill("General");
+      await dialog.locator("button[value=create]").click();
+      await dialog.locator(".error", { hasText: "exists" }).waitFor();
+      await dialog.locator("input[name=name]").fill("design");
+      await dialog.locator("button[value=create]").click();
+      await dialog.waitFor({ state: "hidden" });
+      await a.locator('#channels li[aria-current="true"]', { hasText: "#design" }).waitFor();
+      expect(await a.locator("#title").textContent()).toBe("#design");
+      const designId = Number(await a.locator("#channels li", { hasText: "#design" }).getAttribute("data-channel-id"));
+
+      // bob is not in it, so it is not in his sidebar: he finds it by browsing, and joins.
+      expect(await b.locator("#channels li", { hasText: "#design" }).count()).toBe(0);
+      await b.locator("[data-action=browse]").click();
+      const row = browse.locator("li", { hasText: "#design" });
+      await row.waitFor();
+      expect(await row.textContent()).toContain("1 member");
+      expect(await browse.locator("li", { hasText: "#general" }).locator("button").textContent()).toBe("Open");
+      await row.locator("button[data-action=join]").click();
+      await browse.waitFor({ state: "hidden" });
+      await b.locator('#channels li[aria-current="true"]', { hasText: "#design" }).waitFor();
+      await send(b, "Joined #design from the browse list.");
+      await waitForContent(a, "Joined #design from the browse list.");
+
+      // The members of the open channel.
+      await a.locator("[data-action=members]").click();
+      await members.locator("li[data-user-id]").nth(1).waitFor();
+      expect(await members.locator("li[data-user-id]").allTextContents()).toEqual(["alice (you)", "bob"]);
+      expect(await members.locator(".add-member").isVisible()).toBe(false); // public channels are joined, not added to
+      await members.locator("button[value=close]").click();
+
+      // A private channel: bob cannot find it; alice adds him and it shows in his sidebar at once.
+      await a.locator("[data-action=create]").click();
+      await dialog.locator("input[name=name]").fill("launch-plans");
+      await dialog.locator("input[name=kind][value=private]").check();
+      await dialog.locator("button[value=create]").click();
+      await a.locator('#channels li[aria-current="true"][data-kind="private"]', { hasText: "#launch-plans" }).waitFor();
+      await b.locator("[data-action=browse]").click();
+      await browse.locator("li", { hasText: "#design" }).waitFor();
+      expect(await browse.locator("li", { hasText: "#launch-plans" }).count()).toBe(0);
+      await browse.locator("button[value=close]").click();
+      await a.locator("[data-action=members]").click();
+      await members.locator(".add-member input").fill("nobody-here");
+      await members.locator("button[data-action=add-member]").click();
+      await members.locator(".error", { hasText: "No user is called nobody-here" }).waitFor();
+      await members.locator(".add-member input").fill("bob");
+      await members.locator("button[data-action=add-member]").click();
+      await members.locator("li[data-user-id]", { hasText: "bob" }).waitFor();
+      await members.locator("button[value=close]").click();
+      await b.locator('#channels li[data-kind="private"]', { hasText: "#launch-plans" }).waitFor();
+
+      // bob leaves #design from the page (asked first), and general opens; general has no Leave.
+      await b.locator("#channels li", { hasText: "#design" }).locator("button").click();
+      await b.locator('#channels li[aria-current="true"]', { hasText: "#design" }).waitFor();
+      const asked: string[] = [];
+      b.once("dialog", (d) => void (asked.push(d.message()), d.accept()));
+      await b.locator("[data-action=leave]").click();
+      await b.locator("#channels li", { hasText: "#design" }).waitFor({ state: "detached" });
+      expect(asked).toEqual([expect.stringContaining("Leave #design?")]);
+      await b.locator('#channels li[aria-current="true"]', { hasText: "#general" }).waitFor();
+      expect(await b.locator("[data-action=leave]").isVisible()).toBe(false);
+
+      // Another client of bob's (REST, a session of its own) joins and leaves: his page follows live.
+      const login = await fetch(`${server.url}/api/auth/login`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ username: "bob", password }) });
+      const { token } = (await login.json()) as { token: string };
+      expect((await call(server.url, token, "POST", `/api/channels/${designId}/join`)).status).toBe(200);
+      await b.locator("#channels li", { hasText: "#design" }).waitFor();
+      expect((await call(server.url, token, "POST", `/api/channels/${designId}/leave`)).status).toBe(204);
+      await b.locator("#channels li", { hasText: "#design" }).waitFor({ state: "detached" });
+
+      // A direct message by clicking a user: listed apart, titled @name.
+      await a.locator("#people li[data-user-id]", { hasText: "bob" }).locator("button").click();
+      await a.locator('#directs li[aria-current="true"]', { hasText: "@bob" }).waitFor();
+      expect(await a.locator("#title").textContent()).toBe("@bob");
+      expect(await a.locator("#channels li", { hasText: "bob" }).count()).toBe(0);
+      await send(a, "A direct line, just us.");
+      const direct = b.locator("#directs li", { hasText: "@alice" });
+      await direct.locator(".unread", { hasText: "1" }).waitFor();
+      await direct.locator("button").click();
+      await waitForContent(b, "A direct line, just us.");
+      expect(await b.locator("#title").textContent()).toBe("@alice");
+      expect(await b.locator("[data-action=leave]").isVisible()).toBe(false);
+
+      // Back to general for the steps that follow.
+      for (const page of [a, b]) {
+        await page.locator("#channels li", { hasText: "#general" }).locator("button").click();
+        await page.locator('#channels li[aria-current="true"]', { hasText: "#general" }).waitFor();
+        await waitForContent(page, "the spec link above is the draft.");
+      }
+    },
+    longTimeout,
+  );
 
   step(
     "server restarted on the same database and port: the pages resume with auth.since and are replayed the messages, the edit and the deletion made meanwhile",
@@ -438,40 +639,59 @@ describe("the chat page in Chromium", () => {
   );
 
   step(
-    "more channels, login (a wrong password first) and search; screenshots of both users on a desktop and of a phone-width viewport",
+    "offline: a banner and a disabled send button; a message typed meanwhile is queued, then sent once back with its clientId and stored once",
     async () => {
-      // A little more conversation, and channels besides general for the channel list.
-      const [aliceLogin, bobLogin] = await Promise.all(
-        ["alice", "bob"].map(async (username) => {
-          const res = await fetch(`${server.url}/api/auth/login`, {
-            method: "POST",
-            headers: { "content-type": "application/json" },
-            body: JSON.stringify({ username, password }),
-          });
-          expect(res.status).toBe(200);
-          return (await res.json()) as { token: string; user: { id: number } };
-        }),
-      );
-      const api = async (token: string, method: string, url: string, body?: unknown) => {
-        const res = await fetch(`${server.url}${url}`, {
-          method,
-          headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-          body: body === undefined ? undefined : JSON.stringify(body),
-        });
-        expect(res.status).toBeLessThan(300);
-        return res.status === 204 ? undefined : ((await res.json()) as { id: number });
-      };
-      const random = await api(aliceLogin!.token, "POST", "/api/channels", { name: "random", kind: "public" });
-      const releases = await api(bobLogin!.token, "POST", "/api/channels", { name: "releases", kind: "public" });
-      await api(bobLogin!.token, "POST", `/api/channels/${random!.id}/join`);
-      await api(aliceLogin!.token, "POST", `/api/channels/${releases!.id}/join`);
-      const direct = await api(aliceLogin!.token, "POST", `/api/direct/${bobLogin!.user.id}`);
-      // Unread for alice in #releases and in the direct channel (she is looking at general).
-      await api(bobLogin!.token, "POST", "/api/messages", { channelId: releases!.id, content: "v0.9 is tagged: notes welcome" });
-      await api(bobLogin!.token, "POST", "/api/messages", { channelId: direct!.id, content: "got a minute after lunch?" });
+      const typed = "Typed while the server was down: does it arrive?";
+      let clientId = "";
+      await restartWith(async () => {
+        const a = alice.page;
+        await a.locator("#offline").waitFor({ state: "visible" });
+        expect(await a.locator("#offline").textContent()).toContain("offline");
+        expect(await a.locator("#composer button[type=submit]").isDisabled()).toBe(true);
+        const box = a.locator("#composer textarea[name=content]");
+        await box.fill(typed);
+        await box.press("Enter");
+        const queued = a.locator('#pending li[data-state="queued"]', { hasText: typed });
+        await queued.waitFor();
+        clientId = (await queued.getAttribute("data-client-id")) ?? "";
+        expect(clientId).toMatch(/^[0-9a-f-]{36}$/);
+        expect(await box.inputValue()).toBe("");
+        // Kept for a reload of the tab as well.
+        expect(await a.evaluate("sessionStorage.getItem('chat.outbox')")).toContain(clientId);
+      });
+      for (const { page } of [alice, bob]) {
+        await page.locator("#offline").waitFor({ state: "hidden" });
+        expect(await page.locator("#composer button[type=submit]").isEnabled()).toBe(true);
+        expect((await waitForContent(page, typed)).author).toBe("alice");
+      }
+      await alice.page.waitForFunction(`document.querySelectorAll("#pending li").length === 0 && sessionStorage.getItem("chat.outbox") === null`);
+      // Sent with the clientId it was given offline, and stored exactly once.
+      expect(alice.sent.some((payload) => payload.includes('"message"') && payload.includes(clientId))).toBe(true);
+      const stored = await testDb.sql`SELECT count(*)::int AS n FROM messages WHERE client_id = ${clientId}`;
+      expect(stored[0].n).toBe(1);
+      expect((await shownMessages(bob.page)).filter((m) => m.content === typed).length).toBe(1);
+    },
+    longTimeout,
+  );
 
-      // The pages learn about new channels when loaded again (or live); still signed in after a reload,
-      // or signed in again through the login button.
+  step(
+    "channels made over REST show up live; after a reload still signed in; date separators mark each day",
+    async () => {
+      const aliceLogin = await loginAs("alice");
+      const bobLogin = await loginAs("bob");
+      const random = await rest(aliceLogin.token, "POST", "/api/channels", { name: "random", kind: "public" });
+      const releases = await rest(bobLogin.token, "POST", "/api/channels", { name: "releases", kind: "public" });
+      await rest(bobLogin.token, "POST", `/api/channels/${random!.id}/join`);
+      await rest(aliceLogin.token, "POST", `/api/channels/${releases!.id}/join`);
+      const direct = await rest(aliceLogin.token, "POST", `/api/direct/${bobLogin.user.id}`);
+      // Unread for alice in #releases and in the direct channel (she is looking at general).
+      await rest(bobLogin.token, "POST", "/api/messages", { channelId: releases!.id, content: "v0.9 is tagged: notes welcome" });
+      await rest(bobLogin.token, "POST", "/api/messages", { channelId: direct!.id, content: "got a minute after lunch?" });
+      // Live, before any reload: both channels are in both sidebars.
+      for (const { page } of [alice, bob]) for (const name of ["#random", "#releases"]) await page.locator("#channels li", { hasText: name }).waitFor();
+      await alice.page.locator("#channels li", { hasText: "#releases" }).locator(".unread", { hasText: "1" }).waitFor();
+
+      // Still signed in after a reload (or signed in again through the login button).
       for (const [p, username] of [
         [alice, "alice"],
         [bob, "bob"],
@@ -481,51 +701,162 @@ describe("the chat page in Chromium", () => {
         if (await p.page.locator("#auth").isVisible()) await signIn(p.page, username, "login");
         await p.page.locator("#status[data-state=online]").waitFor();
         await p.page.locator('#channels li[data-channel-id][aria-current="true"]').waitFor();
-        expect(await p.page.locator("#channels li[data-channel-id]").count()).toBeGreaterThanOrEqual(3);
+        expect(await p.page.locator("#channels li[data-channel-id]").count()).toBeGreaterThanOrEqual(4);
       }
       await send(alice.page, "Perfect. I'll write up the release notes this afternoon.");
       await send(bob.page, "Thanks! Ping me in #releases when they're ready.");
       await waitForContent(alice.page, "Thanks! Ping me in #releases when they're ready.");
 
+      // The first message was sent two days ago, the reply yesterday, the rest today: one separator each.
+      for (const { page } of [alice, bob]) {
+        const days = await page.$$eval("#messages li[data-day]", (all) => all.map((li) => ({ id: Number(li.getAttribute("data-message-id")), day: li.getAttribute("data-day"), shown: li.ownerDocument.defaultView!.getComputedStyle(li, "::before").content })));
+        const twoDaysAgo = new Date(Date.now() - 2 * 86_400_000).toLocaleDateString("en-US", { timeZone: "UTC", weekday: "long", day: "numeric", month: "long", year: "numeric" });
+        expect(days.map(({ id, day }) => ({ id, day }))).toEqual([
+          { id: firstTwo[0]!, day: twoDaysAgo },
+          { id: firstTwo[1]!, day: "Yesterday" },
+          { id: expect.any(Number), day: "Today" },
+        ]);
+        expect(days[2]!.id).toBeGreaterThan(firstTwo[1]!);
+        for (const { day, shown } of days) expect(shown).toBe(JSON.stringify(day));
+      }
+    },
+    longTimeout,
+  );
+
+  step(
+    "search: hits show when; a hit opens its channel at that message; scrolling down reaches the newest; the results clear on a channel change; the box fits",
+    async () => {
+      const b = bob.page;
+      // A channel where the hit is far from the newest page: 60 messages after it.
+      const archive = await rest(carol.token, "POST", "/api/channels", { name: "archive", kind: "public" });
+      await rest(carol.token, "POST", "/api/messages", { channelId: archive!.id, content: "The zebracorn plan, first draft." });
+      const hit = (await (await call(server.url, carol.token, "GET", `/api/channels/${archive!.id}/messages?limit=1`)).json()) as { id: number }[];
+      for (let n = 1; n <= 60; n++) await rest(carol.token, "POST", "/api/messages", { channelId: archive!.id, content: `archive filler ${n}` });
+      const bobToken = (await loginAs("bob")).token;
+      await rest(bobToken, "POST", `/api/channels/${archive!.id}/join`);
+      await b.locator("#channels li", { hasText: "#archive" }).waitFor();
+
+      // The box is whole: input and button inside the sidebar, the input wide enough to type in.
+      const [sidebar, box, button] = await Promise.all(["#sidebar", "#search input[name=q]", "#search button"].map((selector) => b.locator(selector).boundingBox()));
+      expect(box!.x).toBeGreaterThanOrEqual(sidebar!.x);
+      expect(box!.width).toBeGreaterThan(120);
+      expect(button!.x).toBeGreaterThanOrEqual(box!.x + box!.width);
+      expect(button!.x + button!.width).toBeLessThanOrEqual(sidebar!.x + sidebar!.width);
+
+      const search = b.locator("#search input[name=q]");
+      await search.fill("release notes");
+      await search.press("Enter");
+      await b.locator("#search-results li[data-message-id]").first().waitFor();
+      expect(await b.locator("#search-results").textContent()).toContain("release notes");
+      // Each hit shows when it was sent.
+      for (const time of await b.locator("#search-results li[data-message-id] time").all()) expect(await time.getAttribute("datetime")).toMatch(/^\d{4}-\d\d-\d\dT/);
+      expect(await b.locator("#search-results li[data-message-id] time").count()).toBe(await b.locator("#search-results li[data-message-id]").count());
+
+      await search.fill("zebracorn");
+      await search.press("Enter");
+      const result = b.locator(`#search-results li[data-message-id="${hit[0]!.id}"]`);
+      await result.waitFor();
+      expect(await result.textContent()).toContain("#archive");
+      await result.click();
+      // Its channel, at that message: marked, in view; the newest are not loaded yet.
+      await b.locator('#channels li[aria-current="true"]', { hasText: "#archive" }).waitFor();
+      const target = b.locator(`#messages li.target[data-message-id="${hit[0]!.id}"]`);
+      await target.waitFor();
+      const [list, marked] = await Promise.all([b.locator("#messages").boundingBox(), target.boundingBox()]);
+      expect(marked!.y).toBeGreaterThanOrEqual(list!.y);
+      expect(marked!.y + marked!.height).toBeLessThanOrEqual(list!.y + list!.height);
+      expect((await shownMessages(b)).some((m) => m.content === "archive filler 60")).toBe(false);
+      expect(await b.locator("#jump").isVisible()).toBe(true);
+      // Opened from a hit, the results stay (for the next one).
+      expect(await b.locator("#search-results li[data-message-id]").count()).toBeGreaterThan(0);
+      // Scrolling down loads the rest, up to the newest.
+      await waitForMessages(b, "archive filler 60 after scrolling down", (shown) => {
+        void b.evaluate(`document.querySelector("#messages").scrollTop = 1e9`);
+        return shown.some((m) => m.content === "archive filler 60");
+      });
+      const archived = await shownMessages(b);
+      expect(archived.filter((m) => m.content.startsWith("archive filler")).length).toBe(60);
+      expect(ids(archived)).toEqual([...new Set(ids(archived))].sort((x, y) => x - y));
+      await b.locator("#jump").waitFor({ state: "hidden" });
+
+      // Changing channel from the sidebar clears the results (and the box).
+      await b.locator("#channels li", { hasText: "#general" }).locator("button").click();
+      await b.locator('#channels li[aria-current="true"]', { hasText: "#general" }).waitFor();
+      expect(await b.locator("#search-results li").count()).toBe(0);
+      expect(await search.inputValue()).toBe("");
+    },
+    longTimeout,
+  );
+
+  step(
+    "a phone: login (a wrong password first); the newest message stays in view after sending; search takes less than half the screen; screenshots",
+    async () => {
+      // A phone: carol signs in through the login button on a 390×844 screen.
+      const phone = await openPage({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+      phoneErrors = phone.errors;
+      const p = phone.page;
+      // A wrong password is refused in #auth-error, then the right one signs in.
+      await p.locator("#auth input[name=username]").fill("carol");
+      await p.locator("#auth input[name=password]").fill("not the password");
+      await p.locator("#auth button[data-action=login]").click();
+      await p.locator("#auth-error", { hasText: /\S/ }).waitFor({ state: "visible" });
+      expect(await p.locator("#auth").isVisible()).toBe(true);
+      await signIn(p, "carol", "login");
+      await p.locator('#channels li[aria-current="true"]', { hasText: "#general" }).waitFor();
+      await waitForContent(p, "Thanks! Ping me in #releases when they're ready.");
+      // Usable at that width: no sideways scrolling, and the composer is on screen.
+      expect(await p.evaluate("document.documentElement.scrollWidth")).toBeLessThanOrEqual(390);
+      const composer = await p.locator("#composer textarea[name=content]").boundingBox();
+      expect(composer).not.toBeNull();
+      expect(composer!.x).toBeGreaterThanOrEqual(0);
+      expect(composer!.x + composer!.width).toBeLessThanOrEqual(390);
+      expect(composer!.y + composer!.height).toBeLessThanOrEqual(844);
+
+      /** The newest message is wholly inside the visible part of the list. */
+      const newestInView = async (content: string) => {
+        const [list, item] = await Promise.all([p.locator("#messages").boundingBox(), p.locator("#messages li[data-message-id]").last().boundingBox()]);
+        expect((await shownMessages(p)).at(-1)!.content).toBe(content);
+        expect(item!.y).toBeGreaterThanOrEqual(list!.y - 1);
+        expect(item!.y + item!.height).toBeLessThanOrEqual(list!.y + list!.height + 1);
+      };
+      const fromPhone = "On the train: reading along from my phone. Release notes look good so far.";
+      await send(p, fromPhone);
+      await newestInView(fromPhone);
+
+      // Search: the form and its results stay under half the screen, and the newest message in view.
+      const search = p.locator("#search input[name=q]");
+      await search.fill("release");
+      await search.press("Enter");
+      await p.locator("#search-results li[data-message-id]").first().waitFor();
+      const [form, results] = await Promise.all([p.locator("#search").boundingBox(), p.locator("#search-results").boundingBox()]);
+      expect(results!.y + results!.height - form!.y).toBeLessThan(844 / 2);
+      await newestInView(fromPhone);
+      const box = await search.boundingBox();
+      expect(box!.x + box!.width).toBeLessThanOrEqual(390);
+      await p.locator("#channels li", { hasText: "#general" }).locator("button").click();
+      await p.waitForFunction(`document.querySelectorAll("#search-results li").length === 0`);
+      await screenshot(p, "browser-phone.png");
+
+      // The README's screenshot: alice on a desktop, a conversation with what the page can show.
+      await send(alice.page, "Docs for the release are at https://example.com/docs/release, reviews welcome.");
+      await waitForContent(bob.page, "Docs for the release are at https://example.com/docs/release, reviews welcome.");
+      // Scrolled to the start of general: the date separators, links, grouping, an edit and a deletion.
+      await alice.page.evaluate(`document.querySelector("#messages").scrollTop = 0`);
+      await alice.page.evaluate("new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)))");
       const aliceShot = await screenshot(alice.page, "browser-alice.png");
       await screenshot(bob.page, "browser-bob.png");
-      // The README's screenshot, refreshed only on request: a test run leaves the checkout as it was.
+      // Refreshed only on request: a test run leaves the checkout as it was.
       if (process.env.UPDATE_SCREENSHOT === "1") {
         const docsShot = path.join(projectRoot, "docs/screenshot.png");
         await copyFile(aliceShot, docsShot);
         console.log(`updated: ${path.relative(projectRoot, docsShot)} (copy of test-artifacts/browser-alice.png)`);
       }
-
-      // A phone: carol signs in through the login button on a 390×844 screen.
-      const phone = await openPage({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
-      // A wrong password is refused in #auth-error, then the right one signs in.
-      await phone.page.locator("#auth input[name=username]").fill("carol");
-      await phone.page.locator("#auth input[name=password]").fill("not the password");
-      await phone.page.locator("#auth button[data-action=login]").click();
-      await phone.page.locator("#auth-error", { hasText: /\S/ }).waitFor({ state: "visible" });
-      expect(await phone.page.locator("#auth").isVisible()).toBe(true);
-      await signIn(phone.page, "carol", "login");
-      await waitForContent(phone.page, "Thanks! Ping me in #releases when they're ready.");
-      // Usable at that width: no sideways scrolling, and the composer is on screen.
-      expect(await phone.page.evaluate("document.documentElement.scrollWidth")).toBeLessThanOrEqual(390);
-      const composer = await phone.page.locator("#composer textarea[name=content]").boundingBox();
-      expect(composer).not.toBeNull();
-      expect(composer!.x).toBeGreaterThanOrEqual(0);
-      expect(composer!.x + composer!.width).toBeLessThanOrEqual(390);
-      expect(composer!.y + composer!.height).toBeLessThanOrEqual(844);
-      await screenshot(phone.page, "browser-phone.png");
-
-      // Search (after the screenshots, which show the conversation rather than results).
-      const search = bob.page.locator("#search");
-      await search.locator("input[name=q]").fill("release notes");
-      await search.locator("input[name=q]").press("Enter");
-      await bob.page.locator("#search-results li[data-message-id]").first().waitFor();
-      expect(await bob.page.locator("#search-results").textContent()).toContain("release notes");
-
-      // Nothing threw inside any page along the way.
-      expect([...alice.errors, ...bob.errors, ...phone.errors]).toEqual([]);
-      for (const { page } of [alice, bob, phone]) expect(await page.evaluate("window.__cspViolations")).toEqual([]);
     },
     longTimeout,
   );
+
+  step("nothing threw inside any page, and no CSP violation happened", async () => {
+    expect([...alice.errors, ...bob.errors, ...phoneErrors]).toEqual([]);
+    for (const { page } of [alice, bob]) expect(await page.evaluate("window.__cspViolations")).toEqual([]);
+  });
 });

@@ -1,6 +1,8 @@
 // Session and REST: tokens, the authorised fetch, and refreshing the access token before it expires.
 import type { ErrorBody } from "../src/client.ts";
 
+type ErrorDetail = NonNullable<ErrorBody["details"]>[number];
+
 export interface User {
   id: number;
   username: string;
@@ -17,9 +19,18 @@ export class ApiError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    /** VALIDATION_FAILED: each field and why (api.md §0). */
+    readonly details: ErrorDetail[] = [],
   ) {
     super(message);
   }
+}
+
+/** What went wrong, in the API's own words: its message, and for a refused field which one and why. */
+export function explain(error: unknown): string[] {
+  if (!(error instanceof ApiError)) return ["The server cannot be reached; try again"];
+  if (error.details.length === 0) return [error.message];
+  return error.details.map(({ path, message }) => (path === "(root)" ? message : `${path[0]!.toUpperCase()}${path.slice(1)} ${message}`));
 }
 
 // sessionStorage: survives a reload of this tab, not shared with other tabs, which would
@@ -62,7 +73,7 @@ async function request<T>(path: string, init: RequestInit = {}, auth = true): Pr
   const res = await fetch(path, { ...init, headers });
   if (res.ok) return (res.status === 204 ? undefined : await res.json()) as T;
   const body = (await res.json().catch(() => undefined)) as { error?: ErrorBody } | undefined;
-  throw new ApiError(res.status, body?.error?.code ?? "INTERNAL", body?.error?.message ?? res.statusText);
+  throw new ApiError(res.status, body?.error?.code ?? "INTERNAL", body?.error?.message ?? res.statusText, body?.error?.details ?? []);
 }
 
 /**

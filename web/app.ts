@@ -1,12 +1,19 @@
 // The chat page: a client of the public API only (REST for state, Socket.IO for what happens live).
 import { io, type Socket } from "socket.io-client";
 import type { Channel, ChannelEvent, ChatMessage, ClientToServerEvents, EventsPage, HistoryEntry, SearchHit, ServerToClientEvents } from "../src/client.ts";
-import { api, ApiError, accessToken, currentUser, refresh, resume, signIn, signOut, whenSignedOut } from "./api.ts";
-import { $, el, highlightNodes, messageItem } from "./dom.ts";
+import { api, ApiError, accessToken, currentUser, explain, refresh, resume, signOut, whenSignedOut, type User } from "./api.ts";
+import { authForm, showErrors } from "./auth-form.ts";
+import { $, el, highlightNodes, messageItem, placeMessage, timeElement } from "./dom.ts";
+import { outbox, type Outgoing } from "./outbox.ts";
+import { panels } from "./panels.ts";
 
 type ChatSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
 
 const pageSize = 50;
+/** Messages shown before a search hit opened in its channel (and `pageSize` from it on). */
+const contextBefore = 20;
+/** general: every user is in it, and it cannot be left (api.md §8). */
+const generalId = 1;
 const eventsLimit = 1_000;
 /** Channels one handshake's `auth.since` may name (api.md §11). */
 const maxSinceChannels = 1_000;
@@ -14,10 +21,10 @@ const ackTimeoutMs = 5_000;
 const typingShownMs = 3_000;
 const typingEveryMs = 2_000; // the server relays at most one per RATE_LIMIT_TYPING window anyway
 
-const authForm = $<HTMLFormElement>("#auth");
 const list = $<HTMLUListElement>("#messages");
 const composer = $<HTMLFormElement>("#composer");
 const input = composer.querySelector("textarea")!;
+const sendButton = composer.querySelector<HTMLButtonElement>("button[type=submit]")!;
 
 let socket: ChatSocket | undefined;
 let channels: Channel[] = [];
@@ -25,8 +32,13 @@ let openId: number | undefined;
 /** The open channel's messages (and tombstones) by id. */
 const shown = new Map<number, HistoryEntry>();
 let reachedStart = false;
+/** The open channel's newest message is shown (false after opening a search hit, until scrolled down to it). */
+let reachedEnd = true;
+/** The list is scrolled to its end: kept there as messages arrive and the layout changes. */
+let atBottom = true;
 let loadingOlder = false;
 const names = new Map<number, string>();
+let users: User[] = [];
 const online = new Set<number>();
 const typers = new Map<number, number>(); // userId → shown until (ms)
 const markedRead = new Map<number, number>();
@@ -44,42 +56,34 @@ const busy = new Map<number, Promise<void>>();
 let epoch = 0;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const describe = (error: unknown) => (error instanceof ApiError ? error.message : "The server cannot be reached; try again");
+const describe = (error: unknown) => explain(error).join("; ");
 const me = () => currentUser()?.id;
 const report = (error: unknown) => console.warn(error);
 
 // ---- signing in and out --------------------------------------------------------------------
 
-authForm.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const action = (event.submitter as HTMLElement | null)?.dataset.action === "register" ? "register" : "login";
-  const form = new FormData(authForm);
-  $("#auth-error").textContent = "";
-  try {
-    await signIn(action, String(form.get("username") ?? ""), String(form.get("password") ?? ""));
-    authForm.reset();
-    start();
-  } catch (error) {
-    $("#auth-error").textContent = describe(error);
-  }
-});
+authForm(start);
 
 $("[data-action=logout]").addEventListener("click", () => void signOut().then(() => stop("")));
 whenSignedOut(stop);
 
 function start(): void {
   $("#me").textContent = currentUser()!.username;
-  authForm.hidden = true;
+  $("#auth").hidden = true;
   $("#app").hidden = false;
   resume();
   void loadNames().catch(report);
   connect();
+  // Sent before a reload and not acknowledged: they go out again with their clientIds.
+  for (const item of outbox.pending()) void deliver(item);
 }
 
 function stop(reason: string): void {
   socket?.disconnect();
   socket = undefined;
   epoch++;
+  outbox.clear();
+  wakeSenders();
   openId = undefined;
   channels = [];
   seqs.clear();
@@ -89,18 +93,36 @@ function stop(reason: string): void {
   online.clear();
   typers.clear();
   list.replaceChildren();
-  for (const id of ["#channels", "#presence", "#search-results", "#pending"]) $(id).replaceChildren();
+  users = [];
+  for (const id of ["#channels", "#directs", "#people", "#search-results", "#pending"]) $(id).replaceChildren();
   $("#app").hidden = true;
-  authForm.hidden = false;
-  $("#auth-error").textContent = reason;
+  $("#auth").hidden = false;
+  showErrors(reason ? [reason] : []);
   setStatus("connecting");
 }
 
 // ---- the socket ----------------------------------------------------------------------------
 
+/**
+ * Offline: a banner, and the composer's button disabled; what is typed meanwhile is not lost: Enter
+ * queues it in the outbox, and it goes out with its clientId once the socket is back.
+ */
 function setStatus(state: "connecting" | "online" | "offline"): void {
   $("#status").dataset.state = state;
   $("#status").textContent = state;
+  $("#offline").hidden = state !== "offline";
+  composer.dataset.offline = String(state === "offline");
+  sendButton.disabled = state === "offline";
+  sendButton.textContent = state === "offline" ? "Offline" : "Send";
+}
+
+/** Senders waiting for the socket to be connected again (or for sign-out). */
+let waitingSenders: (() => void)[] = [];
+const connectedAgain = () => new Promise<void>((resolve) => waitingSenders.push(resolve));
+function wakeSenders(): void {
+  const waiting = waitingSenders;
+  waitingSenders = [];
+  for (const wake of waiting) wake();
 }
 
 /** `auth.since`: the open channel first, then the others, up to what one handshake may name. */
@@ -128,6 +150,7 @@ function connect(): void {
   s.on("connect", () => {
     retryMs = 1_000;
     setStatus("online");
+    wakeSenders();
     void loadPresence();
     void connected().catch(report);
   });
@@ -151,6 +174,9 @@ function connect(): void {
   s.on("message:deleted", (data) => receive({ seq: data.seq, type: "message:deleted", data }));
   s.on("resync", ({ channelId, head }) => void whileHeld(channelId, () => reload(channelId, head)).catch(report));
   s.on("channel:read", () => void loadChannels().catch(report)); // another tab read something
+  // Membership changed (here, in another tab, over REST): the sidebar follows.
+  s.on("channel:joined", () => void loadChannels().catch(report));
+  s.on("channel:left", ({ channelId }) => dropChannel(channelId));
   s.on("typing", ({ channelId, userId }) => {
     if (channelId !== openId) return;
     typers.set(userId, Date.now() + typingShownMs);
@@ -253,7 +279,8 @@ function apply(event: ChannelEvent): void {
   if (data.channelId !== openId) return countUnread(event);
   if (event.type === "message") {
     names.set(event.data.userId, event.data.username);
-    if (!shown.has(data.id)) render(event.data);
+    // Looking at older messages (a search hit): the newest are read when scrolled down to.
+    if (reachedEnd && !shown.has(data.id)) render(event.data);
     // The message they were typing has arrived: no longer "typing…".
     if (typers.delete(event.data.userId)) renderTyping();
     markReadSoon();
@@ -284,31 +311,80 @@ async function loadChannels(): Promise<void> {
   const started = epoch;
   const listed = await api<Channel[]>("/api/channels");
   if (epoch !== started) return;
+  // Left meanwhile (another tab, REST, while offline): not resumed, not shown.
+  for (const id of [...seqs.keys()]) if (!listed.some((c) => c.id === id) && !held.has(id)) seqs.delete(id);
   channels = listed.map((c) => {
     if (!seqs.has(c.id)) seqs.set(c.id, c.seq);
     const counted = channels.find((old) => old.id === c.id);
     return counted && counted.seq > c.seq ? { ...c, seq: counted.seq, unread: counted.unread } : c;
   });
   renderChannels();
+  if (openId !== undefined && !channels.some((c) => c.id === openId)) void openChannel(generalId).catch(report);
 }
 
+/** A channel left (here or elsewhere): off the list, not resumed; general opens if it was open. */
+function dropChannel(channelId: number): void {
+  channels = channels.filter((c) => c.id !== channelId);
+  seqs.delete(channelId);
+  markedRead.delete(channelId);
+  renderChannels();
+  if (openId === channelId) void openChannel(generalId).catch(report);
+}
+
+/** `#name` for channels, `@name` for a direct channel (named after the other user). */
+const channelLabel = (c: Channel) => `${c.kind === "direct" ? "@" : "#"}${c.name}`;
+
+/** Channels (public and private) and direct messages, listed apart. */
 function renderChannels(): void {
-  const items = channels.map((c) => {
+  const item = (c: Channel) => {
     const li = el("li");
     li.dataset.channelId = String(c.id);
+    li.dataset.kind = c.kind;
     if (c.id === openId) li.setAttribute("aria-current", "true");
     const badge = el("span", "unread", c.unread > 0 ? String(c.unread) : "");
     badge.hidden = c.unread === 0;
-    li.append(el("button", "name", `${c.kind === "direct" ? "@" : "#"}${c.name}`), badge);
+    const name = el("button", "name", channelLabel(c));
+    name.type = "button";
+    li.append(name);
+    if (c.kind === "private") li.append(el("span", "kind", "private"));
+    li.append(badge);
     return li;
-  });
-  $("#channels").replaceChildren(...items);
+  };
+  $("#channels").replaceChildren(...channels.filter((c) => c.kind !== "direct").map(item));
+  $("#directs").replaceChildren(...channels.filter((c) => c.kind === "direct").map(item));
+  renderHeader();
 }
 
-$("#channels").addEventListener("click", (event) => {
-  const li = (event.target as Element).closest<HTMLElement>("li[data-channel-id]");
-  if (li) void openChannel(Number(li.dataset.channelId)).catch(report);
+function renderHeader(): void {
+  const open = channels.find((c) => c.id === openId);
+  $("#title").textContent = open ? channelLabel(open) : "";
+  $("#title").dataset.kind = open?.kind ?? "";
+  $("[data-action=leave]").hidden = !open || open.id === generalId || open.kind === "direct";
+}
+
+for (const sidebarList of ["#channels", "#directs"]) {
+  $(sidebarList).addEventListener("click", (event) => {
+    const li = (event.target as Element).closest<HTMLElement>("li[data-channel-id]");
+    if (li) void openChannel(Number(li.dataset.channelId)).catch(report);
+  });
+}
+
+$("[data-action=leave]").addEventListener("click", async () => {
+  const open = channels.find((c) => c.id === openId);
+  if (!open || !confirm(`Leave ${channelLabel(open)}? You stop receiving its messages.`)) return;
+  try {
+    await api(`/api/channels/${open.id}/leave`, { method: "POST" });
+    dropChannel(open.id);
+  } catch (error) {
+    alert(describe(error));
+  }
 });
+
+/** After a create, a join or a DM: the list as the server has it now, then that channel. */
+async function openListed(id: number): Promise<void> {
+  await loadChannels();
+  await openChannel(id);
+}
 
 /**
  * Connected, the first time or again. Again, the open channel's missed events are being replayed
@@ -319,21 +395,25 @@ async function connected(): Promise<void> {
   const resumed = openId !== undefined && seqs.has(openId);
   await loadChannels();
   if (resumed && channels.some((c) => c.id === openId)) return;
-  const first = channels.find((c) => c.id === openId) ?? channels.find((c) => c.id === 1) ?? channels[0];
+  const first = channels.find((c) => c.id === openId) ?? channels.find((c) => c.id === generalId) ?? channels[0];
   if (first) await openChannel(first.id);
 }
 
-async function openChannel(id: number): Promise<void> {
+/**
+ * Opens a channel at its newest page, or (`at`, a search hit) around one message. Opened from the
+ * sidebar, the search results are cleared; opened from a hit, they stay, for the next hit.
+ */
+async function openChannel(id: number, at?: number): Promise<void> {
   openId = id;
   shown.clear();
   list.replaceChildren();
   typers.clear();
   renderTyping();
   reachedStart = false;
+  if (at === undefined) clearSearch();
   renderChannels();
-  $("#title").textContent = channels.find((c) => c.id === id)?.name ?? "";
   // Its events wait for the page: it shows at least what they had done before it was read.
-  await whileHeld(id, () => showLatest(id));
+  await whileHeld(id, () => (at === undefined ? showLatest(id) : showAround(id, at)));
 }
 
 const history = (id: number, query: string) => api<HistoryEntry[]>(`/api/channels/${id}/messages?${query}`);
@@ -345,13 +425,48 @@ async function showLatest(id: number): Promise<void> {
   shown.clear();
   list.replaceChildren();
   reachedStart = page.length < pageSize;
+  setReachedEnd(true);
   for (const entry of page.reverse()) render(entry);
-  list.scrollTop = list.scrollHeight;
+  scrollToEnd();
   markRead();
 }
 
+/** A search hit in its channel: a few messages before it, a page from it on, the hit centred and marked. */
+async function showAround(id: number, messageId: number): Promise<void> {
+  const [older, newer] = await Promise.all([history(id, `before=${messageId + 1}&limit=${contextBefore}`), history(id, `after=${messageId}&limit=${pageSize}`)]);
+  if (openId !== id) return;
+  shown.clear();
+  list.replaceChildren();
+  reachedStart = older.length < contextBefore;
+  setReachedEnd(newer.length < pageSize);
+  for (const entry of [...older.reverse(), ...newer]) render(entry);
+  const target = list.querySelector<HTMLElement>(`li[data-message-id="${messageId}"]`);
+  target?.classList.add("target");
+  target?.scrollIntoView({ block: "center" });
+  atBottom = reachedEnd && list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  markRead();
+}
+
+function setReachedEnd(value: boolean): void {
+  reachedEnd = value;
+  $("#jump").hidden = value;
+}
+
+function scrollToEnd(): void {
+  list.scrollTop = list.scrollHeight;
+  atBottom = true;
+}
+
+$("#jump").addEventListener("click", () => {
+  const id = openId;
+  if (id !== undefined) void whileHeld(id, () => showLatest(id)).catch(report);
+});
+
 /** Scroll-back: `?before=` the oldest id shown when the list is scrolled to its top. */
 list.addEventListener("scroll", async () => {
+  const fromEnd = list.scrollHeight - list.scrollTop - list.clientHeight;
+  atBottom = fromEnd < 40;
+  if (fromEnd < 80 && !reachedEnd && !loadingNewer && openId !== undefined) void loadNewer(openId);
   if (list.scrollTop > 80 || reachedStart || loadingOlder || openId === undefined || shown.size === 0) return;
   const id = openId;
   loadingOlder = true;
@@ -369,18 +484,48 @@ list.addEventListener("scroll", async () => {
   }
 });
 
+let loadingNewer = false;
+/**
+ * Scrolling down towards the newest (after a search hit): `?after=` the newest id shown. Live events
+ * are held meanwhile, so one that arrives as the last page loads is shown, not lost between the two.
+ */
+async function loadNewer(id: number): Promise<void> {
+  loadingNewer = true;
+  try {
+    await whileHeld(id, async () => {
+      if (openId !== id || shown.size === 0 || reachedEnd) return;
+      const page = await history(id, `after=${Math.max(...shown.keys())}&limit=${pageSize}`);
+      if (openId !== id) return;
+      for (const entry of page) render(entry);
+      if (page.length < pageSize) setReachedEnd(true);
+    });
+  } finally {
+    loadingNewer = false;
+  }
+}
+
+// The list keeps its end in view when its size changes (the phone's keyboard, search results, the
+// pending list above the composer) if it was at its end.
+new ResizeObserver(() => atBottom && reachedEnd && scrollToEnd()).observe(list);
+
 /** Adds or replaces one message in id order; a message being edited keeps its editor unless `force`. */
 function render(entry: HistoryEntry, force = false): void {
   shown.set(entry.id, entry);
   const existing = list.querySelector<HTMLElement>(`li[data-message-id="${entry.id}"]`);
   if (existing?.querySelector("[name=edit]") && !force) return;
   const li = messageItem(entry, me());
-  if (existing) return existing.replaceWith(li);
-  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-  let before = list.lastElementChild as HTMLElement | null;
-  while (before && Number(before.dataset.messageId) > entry.id) before = before.previousElementSibling as HTMLElement | null;
-  before ? before.after(li) : list.prepend(li);
-  if (atBottom && li === list.lastElementChild) list.scrollTop = list.scrollHeight;
+  if (existing) {
+    if (existing.classList.contains("target")) li.classList.add("target");
+    existing.replaceWith(li);
+  } else {
+    let before = list.lastElementChild as HTMLElement | null;
+    while (before && Number(before.dataset.messageId) > entry.id) before = before.previousElementSibling as HTMLElement | null;
+    before ? before.after(li) : list.prepend(li);
+  }
+  // Its date separator and author grouping, and the next message's, which may now follow it.
+  placeMessage(li);
+  if (li.nextElementSibling) placeMessage(li.nextElementSibling as HTMLElement);
+  if (atBottom && li === list.lastElementChild) scrollToEnd();
 }
 
 /** Moves the read marker to the newest message shown, while the page is visible. */
@@ -420,37 +565,61 @@ input.addEventListener("input", () => {
 composer.addEventListener("submit", (event) => {
   event.preventDefault();
   const content = input.value.trim();
-  if (!content || openId === undefined) return;
+  const channelId = openId;
+  if (!content || channelId === undefined) return;
   input.value = "";
-  void send(openId, content);
+  // One's own message is shown at the end of the list: the newest page, kept in view.
+  if (!reachedEnd) void whileHeld(channelId, () => showLatest(channelId)).catch(report);
+  void deliver(outbox.add(channelId, content)); // its pending line is added at once, so the list's end is measured with it
+  scrollToEnd();
 });
 
-/** Sends with an ack; on no answer, resends with the same clientId, so it is stored at most once. */
-async function send(channelId: number, content: string): Promise<void> {
-  const clientId = crypto.randomUUID();
-  const pending = el("li", "pending", content);
+/**
+ * Sends one outbox entry: while offline it waits; connected, it is sent with an ack, and on no
+ * answer sent again with the same clientId, so it is stored at most once. Refused for good (too
+ * long, not a member), it is shown as not sent and leaves the outbox.
+ */
+async function deliver(item: Outgoing): Promise<void> {
+  const started = epoch;
+  const pending = el("li", "", item.content);
+  pending.dataset.clientId = item.clientId;
   $("#pending").append(pending);
-  for (let attempt = 0; attempt < 30 && socket; attempt++) {
-    let ack;
-    try {
-      ack = await socket.timeout(ackTimeoutMs).emitWithAck("message", { channelId, content, clientId });
-    } catch {
-      await sleep(1_000); // timed out (offline or slow): not confirmed, resend
+  for (let unanswered = 0; epoch === started && unanswered < 30; ) {
+    if (!socket?.connected) {
+      pending.dataset.state = "queued";
+      await connectedAgain();
       continue;
     }
-    if (ack.ok) {
-      // Shown now, not only once its event arrives; the event then finds it there.
-      if ("channelId" in ack.message && ack.message.channelId === openId && !shown.has(ack.message.id)) render(ack.message);
-      return pending.remove();
+    pending.dataset.state = "sending";
+    let ack;
+    try {
+      ack = await socket.timeout(ackTimeoutMs).emitWithAck("message", { channelId: item.channelId, content: item.content, clientId: item.clientId });
+    } catch {
+      unanswered++;
+      await sleep(1_000); // timed out (the connection dropped, or the server is slow): not confirmed, resend
+      continue;
     }
-    if (ack.error.code !== "UNAVAILABLE" && ack.error.code !== "RATE_LIMITED") return failed(pending, ack.error.message);
+    if (epoch !== started) return;
+    if (ack.ok) {
+      outbox.done(item);
+      pending.remove();
+      // Shown now, not only once its event arrives; the event then finds it there.
+      const message = ack.message;
+      if ("channelId" in message && message.channelId === openId && reachedEnd) {
+        if (!shown.has(message.id)) render(message);
+        scrollToEnd(); // even when its event came first, while the list was not at its end
+      }
+      return;
+    }
+    if (ack.error.code !== "UNAVAILABLE" && ack.error.code !== "RATE_LIMITED") return failed(item, pending, ack.error.message);
     await sleep((ack.error.retryAfter ?? 1) * 1_000);
   }
-  failed(pending, "no answer from the server");
+  if (epoch === started) failed(item, pending, "no answer from the server");
 }
 
-function failed(pending: HTMLElement, why: string): void {
-  pending.classList.add("failed");
+function failed(item: Outgoing, pending: HTMLElement, why: string): void {
+  outbox.done(item);
+  pending.dataset.state = "failed";
   pending.prepend(el("strong", "", `Not sent (${why}): `));
   setTimeout(() => pending.remove(), 10_000);
 }
@@ -516,9 +685,10 @@ let loadingNames: Promise<void> | undefined;
 const askedFor = new Set<number>();
 /** Usernames for presence and typing: the first 1000 users, fetched again when someone new shows up. */
 function loadNames(): Promise<void> {
-  loadingNames ??= api<{ id: number; username: string }[]>("/api/users?limit=1000")
-    .then((users) => {
-      for (const user of users) names.set(user.id, user.username);
+  loadingNames ??= api<User[]>("/api/users?limit=1000")
+    .then((listed) => {
+      users = listed;
+      for (const user of listed) names.set(user.id, user.username);
       renderPresence();
     })
     .finally(() => (loadingNames = undefined));
@@ -543,13 +713,10 @@ async function loadPresence(): Promise<void> {
   renderPresence();
 }
 
+/** The people list, online first. Someone online the list does not know yet is fetched (nameOf). */
 function renderPresence(): void {
-  const items = [...online].sort((a, b) => a - b).map((id) => {
-    const li = el("li", "", nameOf(id));
-    li.dataset.userId = String(id);
-    return li;
-  });
-  $("#presence").replaceChildren(...items);
+  for (const id of online) nameOf(id);
+  sidePanels.renderPeople();
 }
 
 function renderTyping(): void {
@@ -564,7 +731,7 @@ $("#search").addEventListener("submit", async (event) => {
   event.preventDefault();
   const q = new FormData(event.target as HTMLFormElement).get("q")?.toString().trim();
   const results = $("#search-results");
-  if (!q) return results.replaceChildren();
+  if (!q) return clearSearch();
   try {
     const hits = await api<SearchHit[]>(`/api/messages/search?q=${encodeURIComponent(q)}&limit=20`);
     results.replaceChildren(...(hits.length ? hits.map(hitItem) : [el("li", "empty", "No messages found")]));
@@ -573,15 +740,35 @@ $("#search").addEventListener("submit", async (event) => {
   }
 });
 
+function clearSearch(): void {
+  $("#search-results").replaceChildren();
+  $<HTMLFormElement>("#search").reset();
+}
+
+/** A hit: who, where and when, the highlighted text; a click opens its channel at that message. */
 function hitItem({ message, highlight }: SearchHit): HTMLLIElement {
   const li = el("li");
   li.dataset.messageId = String(message.id);
-  const where = channels.find((c) => c.id === message.channelId)?.name ?? "";
+  li.dataset.channelId = String(message.channelId);
+  li.tabIndex = 0;
+  const where = channels.find((c) => c.id === message.channelId);
   const text = el("div", "content");
   text.append(...highlightNodes(highlight));
-  li.append(el("span", "author", message.username), el("span", "where", where ? `#${where}` : ""), text);
-  li.addEventListener("click", () => void openChannel(message.channelId).catch(report));
+  li.append(el("span", "author", message.username), el("span", "where", where ? channelLabel(where) : ""), timeElement(message.timestamp, true), text);
+  const open = () => void openChannel(message.channelId, message.id).catch(report);
+  li.addEventListener("click", open);
+  li.addEventListener("keydown", (event) => event.key === "Enter" && open());
   return li;
 }
+
+const sidePanels = panels({
+  me,
+  openId: () => openId,
+  channel: (id) => channels.find((c) => c.id === id),
+  users: () => users,
+  isOnline: (id) => online.has(id),
+  openListed,
+  report,
+});
 
 if (currentUser()) start();
