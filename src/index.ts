@@ -5,7 +5,7 @@ import { createDb } from "./lib/db.ts";
 import { checkLibraryVersions, LibraryVersionError } from "./lib/internals.ts";
 import { devJwtSecret } from "./lib/dev-secret.ts";
 import { startEmbeddedDatabase, type EmbeddedDatabase } from "./lib/embedded-db.ts";
-import { createLogger } from "./lib/logger.ts";
+import { createLogger, flushLogs } from "./lib/logger.ts";
 import { createRedis, redisConnected } from "./lib/redis.ts";
 import { migrateIfPending } from "./lib/migrate.ts";
 import { serve } from "./server.ts";
@@ -91,6 +91,7 @@ async function shutdown(signal: string) {
   // quit, not disconnect: the last presence updates of the closed sockets are still in flight.
   await redis?.quit().catch(() => undefined);
   logger.info("stopped");
+  await flushLogs(logger); // else the last line can be lost: it is often still being written
   process.exit(0);
 }
 // A dependency's unawaited promise (the Redis adapter's, during a Redis outage) must not take

@@ -446,3 +446,17 @@ test("every package in the lockfile runs on the Node.js the README promises (pac
     .filter(([, range]) => !Bun.semver.satisfies("20.0.0", range) && !Bun.semver.satisfies("20.20.2", range));
   expect(refusing).toEqual([]);
 });
+
+test("every dependency with an install script is named in package.json's allowScripts (npm 11.16+ warns of each one that is not; npm 12 skips its script), Bun's allowed", async () => {
+  const manifest = (await Bun.file(path.join(root, "package.json")).json()) as { allowScripts: Record<string, boolean> };
+  const lock = (await Bun.file(path.join(root, "package-lock.json")).json()) as { packages: Record<string, { hasInstallScript?: boolean }> };
+  const withScripts = Object.entries(lock.packages)
+    .filter(([key, pkg]) => key !== "" && pkg.hasInstallScript === true)
+    .map(([key]) => key.slice(key.lastIndexOf("node_modules/") + "node_modules/".length));
+  expect(withScripts.length).toBeGreaterThan(0);
+  expect(withScripts.filter((name) => typeof manifest.allowScripts[name] !== "boolean")).toEqual([]);
+  // Without its postinstall, `npx bun` only prints "Bun's postinstall script was not run".
+  expect(manifest.allowScripts.bun).toBe(true);
+  // Nothing named that no longer needs it.
+  expect(Object.keys(manifest.allowScripts).filter((name) => !withScripts.includes(name))).toEqual([]);
+});

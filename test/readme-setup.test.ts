@@ -163,6 +163,8 @@ describe("Quick start", () => {
       if (up.healthz !== 200 || !up.startUpLine) show(log);
       expect(up).toEqual({ exited: null, healthz: 200, startUpLine: true });
       expect(logLines(log).some((l) => l.msg === "using the embedded PostgreSQL (PGlite); set DATABASE_URL to use a server")).toBe(true);
+      // npm install warned of nothing: no engine, no install script left out of allowScripts.
+      expect(text(log).split("\n").filter((line) => line.startsWith("npm warn"))).toEqual([]);
 
       // Ctrl-C: SIGINT to the terminal's foreground process group, every process of the command.
       process.kill(-proc.pid, "SIGINT");
@@ -253,9 +255,17 @@ describe("Running several instances", () => {
       const code = await exitWithin(proc, 30_000);
       if (code !== 0) show(log);
       expect(code).toBe(0);
-      expect(await nothingLeft(ports)).toEqual({ processes: [], open: [] });
-      // Both instances stopped gracefully (by the block's `kill %1 %2`, SIGTERM).
-      expect(logLines(log).filter((l) => l.msg === "stopped")).toHaveLength(2);
+      // The block's `wait` waited for both instances: as it ends, nothing is left already.
+      expect(await leftovers(ports)).toEqual({ processes: [], open: [] });
+      // Both stopped gracefully (the block's `kill %1 %2`, SIGTERM), each to its last line.
+      const stops = logLines(log).filter((l) => l.msg === "shutting down" || l.msg === "stopped");
+      if (stops.length !== 4) show(log);
+      expect(stops.map((l) => [l.msg, l.signal]).sort()).toEqual([
+        ["shutting down", "SIGTERM"],
+        ["shutting down", "SIGTERM"],
+        ["stopped", undefined],
+        ["stopped", undefined],
+      ]);
     },
     180_000,
   );

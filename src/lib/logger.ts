@@ -20,7 +20,9 @@ if (!("hasSubscribers" in tracingChannel)) {
  * JSON lines on stdout (or `destination`, for tests); tokens and passwords are redacted
  * wherever they appear. Stdout is written asynchronously: lines logged while a write is in
  * flight go out together in the next one, instead of a system call each (a line per request
- * otherwise costs more than serving a cached read); pino flushes what is left on exit.
+ * otherwise costs more than serving a cached read); pino flushes what is left on exit, but not a
+ * write already in flight then (sonic-boom's exit flush skips it, and the process ends before it
+ * completes): a process that exits on purpose awaits `flushLogs` first.
  */
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
   const options: pino.LoggerOptions = {
@@ -32,4 +34,15 @@ export function createLogger(level: string, destination?: pino.DestinationStream
     },
   };
   return pino(options, destination ?? pino.destination({ dest: 1, sync: false }));
+}
+
+/** Waits until every line logged so far is written (bounded: a stuck stdout must not hold up an exit). */
+export function flushLogs(logger: Logger, timeoutMs = 1_000): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, timeoutMs);
+    logger.flush(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }
