@@ -163,6 +163,9 @@ describe("Quick start", () => {
       if (up.healthz !== 200 || !up.startUpLine) show(log);
       expect(up).toEqual({ exited: null, healthz: 200, startUpLine: true });
       expect(logLines(log).some((l) => l.msg === "using the embedded PostgreSQL (PGlite); set DATABASE_URL to use a server")).toBe(true);
+      // Loopback only (HOST unset in development): not reachable at this machine's other addresses.
+      const elsewhere = Object.values(os.networkInterfaces()).flatMap((list) => list ?? []).filter((a) => a.family === "IPv4" && !a.internal);
+      for (const { address } of elsewhere) expect({ address, listening: await listening(3000, address) }).toEqual({ address, listening: false });
       // npm install warned of nothing: no engine, no install script left out of allowScripts.
       expect(text(log).split("\n").filter((line) => line.startsWith("npm warn"))).toEqual([]);
 

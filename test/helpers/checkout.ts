@@ -62,10 +62,10 @@ export function processesIn(dir: string): { pid: number; command: string }[] {
   return found;
 }
 
-/** Whether something accepts TCP connections on 127.0.0.1:`port`. */
-export function listening(port: number): Promise<boolean> {
+/** Whether something accepts TCP connections on `host` (127.0.0.1 unless given):`port`. */
+export function listening(port: number, host = "127.0.0.1"): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = net.connect({ host: "127.0.0.1", port });
+    const socket = net.connect({ host, port });
     socket.once("connect", () => {
       socket.destroy();
       resolve(true);

@@ -50,7 +50,7 @@ export const runBlocks = {
   curl: { section: "## API at a glance", language: "sh", marker: "/api/auth/register", runBy: "test/readme.test.ts" },
   socketScript: { section: "## API at a glance", language: "ts", marker: 'from "socket.io-client"', runBy: "test/readme.test.ts" },
   docker: { section: "### Deploy with Docker", language: "sh", marker: "docker compose up -d --build", runBy: "test/containers/run.ts" },
-  severalInstances: { section: "### Running several instances", language: "sh", marker: "npx bun run start &", runBy: "test/readme-setup.test.ts" },
+  severalInstances: { section: "### Running several instances", language: "sh", marker: "PORT=3101 bun src/index.ts &", runBy: "test/readme-setup.test.ts" },
 } as const;
 export type RunBlock = keyof typeof runBlocks;
 
