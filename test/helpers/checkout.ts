@@ -62,7 +62,7 @@ export function processesIn(dir: string): { pid: number; command: string }[] {
   return found;
 }
 
-/** Whether something accepts TCP connections on `host` (127.0.0.1 unless given):`port`. */
+/** Whether something accepts TCP connections on `host`:`port` (host 127.0.0.1 unless given). */
 export function listening(port: number, host = "127.0.0.1"): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect({ host, port });
